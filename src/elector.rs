@@ -1,0 +1,453 @@
+//! The [`Elector`] handle and its builder.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::change::EventKinds;
+use crate::changes::Changes;
+use crate::error::{Error, Result};
+use crate::heartbeat::{self, Command};
+use crate::lease::LeaderInfo;
+use crate::provider::Provider;
+use crate::shared::Shared;
+use crate::{util, validate};
+
+/// Default lease TTL: 15 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+/// Default heartbeat (renew) interval: 5 s.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default retry (campaign) interval: 2 s.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Validated settings of one elector.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub group: String,
+    pub participant_id: String,
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub retry_interval: Duration,
+    pub safety_margin: Duration,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// How long a term lasts after the renew (or acquire) that confirmed it was *sent*.
+    pub(crate) fn validity(&self) -> Duration {
+        self.lease_ttl - self.safety_margin
+    }
+}
+
+/// Configures and starts an [`Elector`]; made by [`Elector::builder`].
+///
+/// ```
+/// use leader_election::{Elector, MemoryProvider};
+/// use std::time::Duration;
+///
+/// let elector = Elector::builder(MemoryProvider::new())
+///     .group("billing-jobs")
+///     .participant_id("worker-1")
+///     .lease_ttl(Duration::from_secs(10))
+///     .heartbeat_interval(Duration::from_secs(3))
+///     .retry_interval(Duration::from_secs(1))
+///     .metadata("addr", "10.0.0.7:8080")
+///     .start()?;
+/// assert_eq!(elector.participant_id(), "worker-1");
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+#[must_use = "call .start() or .build()"]
+pub struct ElectorBuilder<P> {
+    provider: P,
+    group: Option<String>,
+    participant_id: Option<String>,
+    lease_ttl: Duration,
+    heartbeat_interval: Duration,
+    retry_interval: Duration,
+    safety_margin: Option<Duration>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl<P: Provider> ElectorBuilder<P> {
+    /// The election group (required): participants of one group elect one leader. 1–128
+    /// characters from `[A-Za-z0-9._-]`, starting with a letter or digit.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// This participant's id (default: `hostname-pid-random`). 1–128 characters from
+    /// `[A-Za-z0-9._:@-]`. Two electors with one id in one group never both lead, but the
+    /// second waits for the first's lease to expire, so keep ids unique.
+    pub fn participant_id(mut self, id: impl Into<String>) -> Self {
+        self.participant_id = Some(id.into());
+        self
+    }
+
+    /// How long a lease lasts without a renew (default 15 s). A crashed leader is replaced
+    /// within about this plus one retry interval.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How often the leader renews (default 5 s). Must be at most half of
+    /// `lease_ttl − safety_margin`, so a leader gets at least two tries before its deadline.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How often a follower campaigns (default 2 s, with jitter of up to −50 %); also the base
+    /// of the back-off after errors. Backends that push changes wake followers sooner.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// How much earlier than `sent + lease_ttl` the leader steps down, to absorb clock-rate
+    /// differences between hosts (default: a tenth of the TTL). Must be below half the TTL.
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.safety_margin = Some(margin);
+        self
+    }
+
+    /// Adds a metadata entry stored with the leader record (an address, a version…). Keys:
+    /// 1–64 characters from `[A-Za-z0-9._-]`; values: at most 1024 bytes; at most 32 entries.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the options and builds an elector without starting it.
+    pub fn build(self) -> Result<Elector> {
+        let group = self
+            .group
+            .ok_or_else(|| Error::config("group", "must be set with .group(..)"))?;
+        validate::group(&group)?;
+        let participant_id = self
+            .participant_id
+            .unwrap_or_else(util::default_participant_id);
+        validate::participant_id(&participant_id)?;
+        if self.metadata.len() > validate::MAX_METADATA_ENTRIES {
+            return Err(Error::config(
+                "metadata",
+                format!(
+                    "at most {} entries, got {}",
+                    validate::MAX_METADATA_ENTRIES,
+                    self.metadata.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.metadata {
+            validate::metadata_key(k)?;
+            validate::metadata_value(v)?;
+        }
+        let nonzero = |field, d: Duration| {
+            if d < Duration::from_millis(1) {
+                Err(Error::config(field, "must be at least 1 ms"))
+            } else {
+                Ok(())
+            }
+        };
+        nonzero("lease_ttl", self.lease_ttl)?;
+        nonzero("heartbeat_interval", self.heartbeat_interval)?;
+        nonzero("retry_interval", self.retry_interval)?;
+        let safety_margin = self.safety_margin.unwrap_or(self.lease_ttl / 10);
+        if safety_margin * 2 >= self.lease_ttl {
+            return Err(Error::config(
+                "safety_margin",
+                format!(
+                    "must be below half of lease_ttl ({:?}), got {safety_margin:?}",
+                    self.lease_ttl
+                ),
+            ));
+        }
+        let validity = self.lease_ttl - safety_margin;
+        if self.heartbeat_interval * 2 > validity {
+            return Err(Error::config(
+                "heartbeat_interval",
+                format!(
+                    "must be at most half of lease_ttl − safety_margin ({validity:?}) so a leader \
+                     can renew at least twice before its deadline, got {:?}",
+                    self.heartbeat_interval
+                ),
+            ));
+        }
+        let config = Config {
+            group,
+            participant_id,
+            lease_ttl: self.lease_ttl,
+            heartbeat_interval: self.heartbeat_interval,
+            retry_interval: self.retry_interval,
+            safety_margin,
+            metadata: self.metadata,
+        };
+        Ok(Elector {
+            config: Arc::new(config),
+            provider: Mutex::new(Some(Arc::new(self.provider))),
+            shared: Arc::new(Shared::default()),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Checks the options, builds the elector and starts its heartbeat thread.
+    pub fn start(self) -> Result<Elector> {
+        let elector = self.build()?;
+        elector.start()?;
+        Ok(elector)
+    }
+}
+
+struct Running {
+    commands: Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+/// One participant in one election group.
+///
+/// Starting it spawns a heartbeat thread that campaigns every retry interval, renews every
+/// heartbeat interval while leading and reports each change to subscribers; a second thread
+/// runs the provider's blocking calls so that a hung backend can never delay a step-down.
+/// Dropping the elector shuts it down (releasing leadership) on a best-effort basis; call
+/// [`Elector::shutdown`] to see errors.
+///
+/// ```
+/// use leader_election::{ChangesExt, Elector, MemoryProvider};
+///
+/// let provider = MemoryProvider::new();
+/// let a = Elector::builder(provider.clone()).group("doc-elector").participant_id("a").start()?;
+/// a.subscribe().take_until_leader().for_each(drop);
+/// assert!(a.is_leader());
+/// let b = Elector::builder(provider).group("doc-elector").participant_id("b").start()?;
+/// assert!(!b.is_leader());
+/// a.shutdown()?;
+/// b.subscribe().take_until_leader().for_each(drop); // b takes over at once
+/// assert!(b.fencing_token().unwrap() > 1);
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+pub struct Elector {
+    config: Arc<Config>,
+    provider: Mutex<Option<Arc<dyn Provider>>>,
+    shared: Arc<Shared>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Elector {
+    /// A builder for an elector using `provider`.
+    pub fn builder<P: Provider>(provider: P) -> ElectorBuilder<P> {
+        ElectorBuilder {
+            provider,
+            group: None,
+            participant_id: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+            safety_margin: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the heartbeat thread of an elector made with [`ElectorBuilder::build`].
+    ///
+    /// Fails with [`Error::AlreadyStarted`] if it runs, and with [`Error::ShutDown`] if it
+    /// was shut down (an elector is started once).
+    ///
+    /// ```
+    /// use leader_election::{Elector, Error, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-start").build()?;
+    /// assert!(!elector.is_leader());
+    /// elector.start()?;
+    /// assert!(matches!(elector.start(), Err(Error::AlreadyStarted)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn start(&self) -> Result<()> {
+        let mut running = self.running.lock();
+        if running.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        let provider = self.provider.lock().take().ok_or(Error::ShutDown)?;
+        let (commands, thread) =
+            heartbeat::spawn(self.config.clone(), provider, self.shared.clone())?;
+        *running = Some(Running { commands, thread });
+        Ok(())
+    }
+
+    /// The election group.
+    pub fn group(&self) -> &str {
+        &self.config.group
+    }
+
+    /// This participant's id.
+    pub fn participant_id(&self) -> &str {
+        &self.config.participant_id
+    }
+
+    /// Whether this participant leads now. Checks the local deadline itself, so it turns
+    /// `false` on time even while the backend hangs.
+    pub fn is_leader(&self) -> bool {
+        self.shared.term().is_some()
+    }
+
+    /// The leader: this participant's record while it leads, otherwise the leader it last
+    /// observed (which may be stale by up to a retry interval), or `None`.
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-leader").participant_id("me").start()?;
+    /// elector.subscribe().take_until_leader().for_each(drop);
+    /// assert_eq!(elector.leader().unwrap().participant_id, "me");
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        self.shared
+            .term()
+            .map(|(info, _)| info)
+            .or_else(|| self.shared.observed())
+    }
+
+    /// The fencing token of the current term while this participant leads.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.shared.term().map(|(info, _)| info.fencing_token)
+    }
+
+    /// The monotonic-clock instant until which this participant's leadership is valid, while
+    /// it leads: the send time of its last confirmed renew + TTL − safety margin. Leader work
+    /// that must not overlap another leader's should finish before it.
+    pub fn leader_deadline(&self) -> Option<Instant> {
+        self.shared.term().map(|(_, deadline)| deadline)
+    }
+
+    /// A stream of every change, starting with the current state.
+    pub fn subscribe(&self) -> Changes {
+        self.shared.subscribe(EventKinds::ALL)
+    }
+
+    /// A stream of the changes of the given kinds, starting with the current state if it is
+    /// of one of them.
+    ///
+    /// ```
+    /// use leader_election::{Elector, EventKinds, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-filter").start()?;
+    /// let changes = elector.subscribe_filtered(EventKinds::ACQUIRED | EventKinds::LOST);
+    /// assert!(changes.recv().unwrap().is_acquired());
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn subscribe_filtered(&self, kinds: EventKinds) -> Changes {
+        self.shared.subscribe(kinds)
+    }
+
+    /// Gives up leadership now (if held) and releases the lease so a waiting participant takes
+    /// over without waiting for the TTL. This participant does not campaign again for one
+    /// retry interval. Returns at once; the `Lost` event follows.
+    pub fn resign(&self) {
+        if let Some(running) = &*self.running.lock() {
+            let _ = running.commands.send(Command::Resign);
+        }
+    }
+
+    /// Stops the heartbeat thread, releasing leadership if held, and waits for it.
+    ///
+    /// Returns the release's error, if any. Subscriptions end. Calling it again, or on an
+    /// elector never started, returns `Ok(())`.
+    pub fn shutdown(&self) -> Result<()> {
+        let running = self.running.lock().take();
+        // A never-started elector can no longer be started.
+        self.provider.lock().take();
+        let Some(running) = running else {
+            self.shared.close();
+            return Ok(());
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let result = if running.commands.send(Command::Shutdown(tx)).is_ok() {
+            rx.recv().unwrap_or(Err(Error::ShutDown))
+        } else {
+            Ok(())
+        };
+        let _ = running.thread.join();
+        self.shared.close();
+        result
+    }
+
+    /// Like [`Elector::shutdown`], consuming the elector (the `close()` beside `Drop`).
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+}
+
+impl Drop for Elector {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::warn!(
+                "leader election {:?}: shutdown on drop: {e}",
+                self.config.group
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Elector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elector")
+            .field("group", &self.config.group)
+            .field("participant_id", &self.config.participant_id)
+            .field("is_leader", &self.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryProvider;
+
+    fn builder() -> ElectorBuilder<MemoryProvider> {
+        Elector::builder(MemoryProvider::new()).group("g")
+    }
+
+    fn rule(r: Result<Elector>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(rule(Elector::builder(MemoryProvider::new()).build()).contains("group"));
+        assert!(rule(builder().group("a b").build()).contains("group"));
+        assert!(rule(builder().participant_id("").build()).contains("participant_id"));
+        assert!(rule(builder().lease_ttl(Duration::ZERO).build()).contains("lease_ttl"));
+        assert!(rule(builder().retry_interval(Duration::ZERO).build()).contains("retry_interval"));
+        let e = rule(
+            builder()
+                .lease_ttl(Duration::from_secs(10))
+                .heartbeat_interval(Duration::from_secs(5))
+                .build(),
+        );
+        assert!(
+            e.contains("heartbeat_interval") && e.contains("half"),
+            "{e}"
+        );
+        let e = rule(
+            builder()
+                .lease_ttl(Duration::from_secs(10))
+                .safety_margin(Duration::from_secs(5))
+                .build(),
+        );
+        assert!(e.contains("safety_margin"), "{e}");
+        assert!(rule(builder().metadata("", "x").build()).contains("metadata key"));
+        assert!(builder().build().is_ok());
+    }
+
+    #[test]
+    fn shut_down_elector_cannot_start() {
+        let e = builder().build().unwrap();
+        e.shutdown().unwrap();
+        assert!(matches!(e.start(), Err(Error::ShutDown)));
+    }
+}

@@ -1,0 +1,561 @@
+//! The heartbeat thread: campaigns, renews, steps down on its own deadline, publishes changes.
+//!
+//! Provider calls run on a separate I/O thread, one at a time, so this thread never blocks on
+//! the backend: it always wakes at the leader's deadline, whatever the backend is doing.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use crate::change::{LeadershipChange, LostReason};
+use crate::elector::Config;
+use crate::error::{Error, Result};
+use crate::lease::{AcquireRequest, Acquisition, Lease, Renewal};
+use crate::provider::{Provider, Wakeup, Watch};
+use crate::shared::Shared;
+use crate::util;
+
+/// Commands from the [`crate::Elector`] handle.
+pub(crate) enum Command {
+    Resign,
+    Shutdown(Sender<Result<()>>),
+}
+
+enum Call {
+    Acquire(AcquireRequest),
+    Renew(Lease),
+    Release(Lease),
+    Watch(String, Wakeup),
+}
+
+enum Outcome {
+    Acquire(Result<Acquisition>),
+    Renew(Result<Renewal>),
+    Release(Result<()>),
+    Watch(Result<Option<Watch>>),
+}
+
+struct Job {
+    id: u64,
+    call: Call,
+    deadline: Instant,
+}
+
+/// Spawns the heartbeat and I/O threads of one elector.
+pub(crate) fn spawn(
+    config: Arc<Config>,
+    provider: Arc<dyn Provider>,
+    shared: Arc<Shared>,
+) -> Result<(Sender<Command>, JoinHandle<()>)> {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (out_tx, out_rx) = crossbeam_channel::unbounded();
+    let short: String = config.group.chars().take(8).collect();
+    let io_provider = provider.clone();
+    std::thread::Builder::new()
+        .name(format!("le-io-{short}"))
+        .spawn(move || io_loop(&*io_provider, job_rx, out_tx))
+        .map_err(|e| Error::io("spawning the elector's I/O thread", e))?;
+    let (wakeup, wake_rx) = Wakeup::channel();
+    let heartbeat = Heartbeat {
+        backend: provider.name(),
+        config,
+        shared,
+        jobs: job_tx,
+        next_id: 0,
+        outstanding: 0,
+        in_flight: None,
+        role: Role::Follower,
+        next_action: Instant::now(),
+        no_campaign_before: Instant::now(),
+        failures: 0,
+        woken: false,
+        watch: WatchState::Pending,
+        wakeup,
+        _watch_guard: None,
+        stopping: None,
+        release_error: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("le-hb-{short}"))
+        .spawn(move || heartbeat.run(cmd_rx, out_rx, wake_rx))
+        .map_err(|e| Error::io("spawning the elector's heartbeat thread", e))?;
+    Ok((cmd_tx, thread))
+}
+
+/// Runs provider calls one at a time until the heartbeat thread hangs up.
+fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outcome)>) {
+    for job in jobs {
+        let outcome = catch_unwind(AssertUnwindSafe(|| match &job.call {
+            Call::Acquire(req) => Outcome::Acquire(provider.try_acquire(req, job.deadline)),
+            Call::Renew(lease) => Outcome::Renew(provider.renew(lease, job.deadline)),
+            Call::Release(lease) => Outcome::Release(provider.release(lease, job.deadline)),
+            Call::Watch(group, wakeup) => Outcome::Watch(provider.watch(group, wakeup.clone())),
+        }))
+        .unwrap_or_else(|_| {
+            let err = || Error::Backend {
+                backend: provider.name(),
+                operation: "provider call",
+                transient: true,
+                source: "the provider panicked".into(),
+            };
+            match job.call {
+                Call::Acquire(_) => Outcome::Acquire(Err(err())),
+                Call::Renew(_) => Outcome::Renew(Err(err())),
+                Call::Release(_) => Outcome::Release(Err(err())),
+                Call::Watch(..) => Outcome::Watch(Err(err())),
+            }
+        });
+        if out.send((job.id, outcome)).is_err() {
+            break;
+        }
+    }
+}
+
+enum Role {
+    Follower,
+    Leader {
+        lease: Lease,
+        /// Local deadline: send time of the last confirmed renew + TTL − margin.
+        deadline: Instant,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Acquire,
+    Renew,
+}
+
+struct InFlight {
+    id: u64,
+    op: Op,
+    sent: Instant,
+    /// An acquire sent before a resign or shutdown: its lease is released, not used.
+    discard: bool,
+}
+
+enum WatchState {
+    Pending,
+    Requested,
+    Retry(Instant),
+    Done,
+}
+
+struct Stopping {
+    reply: Sender<Result<()>>,
+    give_up_at: Instant,
+}
+
+struct Heartbeat {
+    backend: &'static str,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    jobs: Sender<Job>,
+    next_id: u64,
+    /// Calls sent to the I/O thread and not yet answered.
+    outstanding: usize,
+    in_flight: Option<InFlight>,
+    role: Role,
+    /// When to campaign (follower) or renew (leader) next.
+    next_action: Instant,
+    /// After a resign, no campaign before this.
+    no_campaign_before: Instant,
+    /// Consecutive failed calls, for back-off.
+    failures: u32,
+    /// A wake-up arrived while a campaign was in flight.
+    woken: bool,
+    watch: WatchState,
+    /// Kept so the wake-up channel never disconnects (which would make `select!` spin).
+    wakeup: Wakeup,
+    _watch_guard: Option<Watch>,
+    stopping: Option<Stopping>,
+    release_error: Option<Error>,
+}
+
+impl Heartbeat {
+    fn run(
+        mut self,
+        commands: Receiver<Command>,
+        outcomes: Receiver<(u64, Outcome)>,
+        wakeups: Receiver<()>,
+    ) {
+        log::debug!(
+            "leader election {:?}: {} starts on {}",
+            self.config.group,
+            self.config.participant_id,
+            self.backend
+        );
+        loop {
+            let now = Instant::now();
+            self.check_deadline(now);
+            if let Some(stopping) = &self.stopping {
+                if self.outstanding == 0 || now >= stopping.give_up_at {
+                    break;
+                }
+            } else {
+                self.start_calls(now);
+            }
+            let wake_at = self.wake_at();
+            let timeout = wake_at.saturating_duration_since(Instant::now());
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(Command::Resign) => self.resign(),
+                    Ok(Command::Shutdown(reply)) => self.begin_stop(reply),
+                    // The handle is gone without a shutdown: stop anyway.
+                    Err(_) => {
+                        if self.stopping.is_none() {
+                            let (tx, _) = crossbeam_channel::bounded(1);
+                            self.begin_stop(tx);
+                        }
+                    }
+                },
+                recv(outcomes) -> out => {
+                    if let Ok((id, outcome)) = out {
+                        self.outstanding = self.outstanding.saturating_sub(1);
+                        self.on_outcome(id, outcome);
+                    }
+                }
+                recv(wakeups) -> _ => self.on_wakeup(),
+                default(timeout) => {}
+            }
+        }
+        self.finish();
+    }
+
+    /// When the loop must wake up even if nothing arrives.
+    fn wake_at(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut at = far;
+        if let Role::Leader { deadline, .. } = &self.role {
+            at = at.min(*deadline);
+        }
+        if let Some(stopping) = &self.stopping {
+            at = at.min(stopping.give_up_at);
+        } else if self.outstanding == 0 {
+            at = at.min(self.next_action);
+            if let WatchState::Retry(t) = &self.watch {
+                at = at.min(*t);
+            }
+        }
+        at
+    }
+
+    fn send(&mut self, call: Call, deadline: Instant) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        if self.jobs.send(Job { id, call, deadline }).is_ok() {
+            self.outstanding += 1;
+        }
+        id
+    }
+
+    fn start_calls(&mut self, now: Instant) {
+        if self.outstanding > 0 {
+            return;
+        }
+        // Establish the watch first, once (retried after failures).
+        let due = match self.watch {
+            WatchState::Pending => true,
+            WatchState::Retry(t) => now >= t,
+            WatchState::Requested | WatchState::Done => false,
+        };
+        if due {
+            let call = Call::Watch(self.config.group.clone(), self.wakeup.clone());
+            self.send(call, now + self.config.heartbeat_interval);
+            self.watch = WatchState::Requested;
+        }
+        if self.outstanding > 0 || now < self.next_action {
+            return;
+        }
+        match &self.role {
+            Role::Follower => {
+                if now < self.no_campaign_before {
+                    self.next_action = self.no_campaign_before;
+                    return;
+                }
+                let mut req = AcquireRequest::new(
+                    self.config.group.clone(),
+                    self.config.participant_id.clone(),
+                    self.config.lease_ttl,
+                );
+                req.metadata = self.config.metadata.clone();
+                let deadline = now + self.config.heartbeat_interval;
+                let id = self.send(Call::Acquire(req), deadline);
+                self.in_flight = Some(InFlight {
+                    id,
+                    op: Op::Acquire,
+                    sent: now,
+                    discard: false,
+                });
+                self.woken = false;
+            }
+            Role::Leader { lease, deadline } => {
+                let (lease, deadline) = (lease.clone(), *deadline);
+                let id = self.send(Call::Renew(lease), deadline);
+                self.in_flight = Some(InFlight {
+                    id,
+                    op: Op::Renew,
+                    sent: now,
+                    discard: false,
+                });
+            }
+        }
+    }
+
+    fn check_deadline(&mut self, now: Instant) {
+        let expired = matches!(&self.role, Role::Leader { deadline, .. } if now >= *deadline);
+        if expired {
+            log::warn!(
+                "leader election {:?}: {} steps down: no confirmed renew before its deadline",
+                self.config.group,
+                self.config.participant_id
+            );
+            self.step_down(LostReason::DeadlinePassed, true);
+            self.next_action = now;
+        }
+    }
+
+    /// Leaves the leader role, tells subscribers and (if `release`) releases the lease.
+    fn step_down(&mut self, reason: LostReason, release: bool) {
+        let Role::Leader { lease, .. } = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        self.shared.lost(LeadershipChange::Lost {
+            fencing_token: lease.fencing_token(),
+            reason,
+        });
+        log::info!(
+            "leader election {:?}: {} lost leadership (token {}): {reason}",
+            self.config.group,
+            self.config.participant_id,
+            lease.fencing_token()
+        );
+        if release {
+            let deadline = Instant::now() + self.config.heartbeat_interval;
+            self.send(Call::Release(lease), deadline);
+        }
+    }
+
+    fn resign(&mut self) {
+        let now = Instant::now();
+        self.no_campaign_before = now + self.config.retry_interval;
+        self.next_action = self.next_action.max(self.no_campaign_before);
+        if let Some(f) = &mut self.in_flight
+            && f.op == Op::Acquire
+        {
+            f.discard = true;
+        }
+        self.step_down(LostReason::Resigned, true);
+    }
+
+    fn begin_stop(&mut self, reply: Sender<Result<()>>) {
+        if self.stopping.is_some() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if let Some(f) = &mut self.in_flight
+            && f.op == Op::Acquire
+        {
+            f.discard = true;
+        }
+        self.step_down(LostReason::ShutDown, true);
+        let give_up_at = Instant::now()
+            + self
+                .config
+                .heartbeat_interval
+                .max(self.config.retry_interval);
+        self.stopping = Some(Stopping { reply, give_up_at });
+    }
+
+    fn on_wakeup(&mut self) {
+        if matches!(self.role, Role::Follower) {
+            let now = Instant::now();
+            self.next_action = now.max(self.no_campaign_before);
+            if self.in_flight.is_some() {
+                self.woken = true;
+            }
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let factor = 1u32 << self.failures.min(3);
+        util::jitter(self.config.retry_interval * factor / 2, 0.5, 1.0)
+    }
+
+    fn on_outcome(&mut self, id: u64, outcome: Outcome) {
+        let in_flight = match &self.in_flight {
+            Some(f) if f.id == id => self.in_flight.take(),
+            _ => None,
+        };
+        let now = Instant::now();
+        match outcome {
+            Outcome::Acquire(result) => {
+                let Some(f) = in_flight else { return };
+                self.on_acquire(f, result, now);
+            }
+            Outcome::Renew(result) => {
+                let Some(f) = in_flight else { return };
+                self.on_renew(f, result, now);
+            }
+            Outcome::Release(Ok(())) => {}
+            Outcome::Release(Err(e)) => {
+                log::warn!(
+                    "leader election {:?}: releasing the lease failed (it will expire): {}",
+                    self.config.group,
+                    chain(&e)
+                );
+                self.release_error = Some(e);
+            }
+            Outcome::Watch(Ok(guard)) => {
+                self._watch_guard = guard;
+                self.watch = WatchState::Done;
+            }
+            Outcome::Watch(Err(e)) => {
+                log::warn!(
+                    "leader election {:?}: watching for changes failed (polling meanwhile): {}",
+                    self.config.group,
+                    chain(&e)
+                );
+                self.watch = WatchState::Retry(now + self.config.retry_interval * 4);
+            }
+        }
+    }
+
+    fn on_acquire(&mut self, f: InFlight, result: Result<Acquisition>, now: Instant) {
+        match result {
+            Ok(Acquisition::Acquired(lease)) => {
+                self.failures = 0;
+                let deadline = f.sent + self.config.validity();
+                let usable = !f.discard
+                    && self.stopping.is_none()
+                    && matches!(self.role, Role::Follower)
+                    && now < deadline;
+                if !usable {
+                    log::debug!(
+                        "leader election {:?}: releasing a lease acquired too late to use",
+                        self.config.group
+                    );
+                    self.send(Call::Release(lease), now + self.config.heartbeat_interval);
+                    self.next_action = now + util::jitter(self.config.retry_interval, 0.5, 1.0);
+                    return;
+                }
+                log::info!(
+                    "leader election {:?}: {} is leader (token {})",
+                    self.config.group,
+                    self.config.participant_id,
+                    lease.fencing_token()
+                );
+                self.shared.acquired(lease.info.clone(), deadline);
+                self.role = Role::Leader { lease, deadline };
+                self.next_action = f.sent + self.config.heartbeat_interval;
+            }
+            Ok(Acquisition::Held(leader)) => {
+                self.failures = 0;
+                if self.stopping.is_none() {
+                    self.shared.observe(leader);
+                }
+                self.next_action = if self.woken {
+                    now
+                } else {
+                    now + util::jitter(self.config.retry_interval, 0.5, 1.0)
+                };
+            }
+            Err(e) => {
+                self.log_error("campaign", &e);
+                self.next_action = now + self.backoff();
+            }
+        }
+        self.woken = false;
+    }
+
+    fn on_renew(&mut self, f: InFlight, result: Result<Renewal>, now: Instant) {
+        let Role::Leader { lease, deadline } = &mut self.role else {
+            // Stepped down meanwhile; the release queued then follows this call.
+            return;
+        };
+        match result {
+            Ok(Renewal::Renewed) => {
+                self.failures = 0;
+                let new_deadline = f.sent + self.config.validity();
+                if new_deadline > *deadline {
+                    *deadline = new_deadline;
+                    self.shared.extend(lease.fencing_token(), new_deadline);
+                }
+                self.next_action = f.sent + self.config.heartbeat_interval;
+                log::trace!("leader election {:?}: renewed", self.config.group);
+            }
+            Ok(Renewal::Lost(leader)) => {
+                self.step_down(LostReason::Superseded, false);
+                self.shared.observe(leader);
+                self.next_action = now + util::jitter(self.config.retry_interval, 0.5, 1.0);
+            }
+            Err(e) => {
+                self.log_error("renew", &e);
+                self.failures = self.failures.saturating_add(1);
+                self.next_action = now
+                    + self
+                        .config
+                        .retry_interval
+                        .min(self.config.heartbeat_interval)
+                        / 2;
+            }
+        }
+    }
+
+    fn log_error(&self, what: &str, e: &Error) {
+        if e.is_transient() {
+            log::warn!(
+                "leader election {:?}: {what} failed, will retry: {}",
+                self.config.group,
+                chain(e)
+            );
+        } else {
+            log::error!(
+                "leader election {:?}: {what} failed, will retry: {}",
+                self.config.group,
+                chain(e)
+            );
+        }
+    }
+
+    fn finish(self) {
+        let result = match (&self.stopping, self.outstanding) {
+            (_, 0) => self.release_error.map_or(Ok(()), Err),
+            (Some(s), _) if Instant::now() >= s.give_up_at => Err(Error::Timeout {
+                backend: self.backend,
+                operation: "release on shutdown",
+                timeout: self
+                    .config
+                    .heartbeat_interval
+                    .max(self.config.retry_interval),
+            }),
+            _ => self.release_error.map_or(Ok(()), Err),
+        };
+        self.shared.close();
+        log::debug!(
+            "leader election {:?}: {} stopped",
+            self.config.group,
+            self.config.participant_id
+        );
+        if let Some(stopping) = self.stopping {
+            let _ = stopping.reply.send(result);
+        }
+    }
+}
+
+/// An error with its sources, for logs.
+pub(crate) fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -1,0 +1,97 @@
+//! Leader election for plain (non-async) Rust programs, with fencing tokens, over pluggable
+//! backends.
+//!
+//! Several copies of a program — schedulers, single writers, singleton consumers — start an
+//! [`Elector`] for the same *group*; at most one of them leads at any instant, and another
+//! takes over when the leader dies, resigns or shuts down.
+//!
+//! ```
+//! use leader_election::{ChangesExt, Elector, LeadershipChange, MemoryProvider};
+//! use std::time::Duration;
+//!
+//! let provider = MemoryProvider::new(); // or FileProvider, or a network backend
+//! let elector = Elector::builder(provider)
+//!     .group("invoice-sender")
+//!     .lease_ttl(Duration::from_secs(10))
+//!     .heartbeat_interval(Duration::from_secs(3))
+//!     .start()?;
+//!
+//! for change in elector.subscribe().take_until_leader() {
+//!     println!("{change:?}");
+//! }
+//! // Leader work: pass the fencing token to every system you write to, and stop before
+//! // the deadline.
+//! let token = elector.fencing_token().expect("leads");
+//! assert!(elector.leader_deadline().is_some());
+//! # let _ = token;
+//! elector.shutdown()?; // releases leadership; a follower takes over at once
+//! # Ok::<(), leader_election::Error>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **One heartbeat thread per elector.** It campaigns every retry interval (with jitter,
+//!   and at once when a backend that can push changes reports a release), renews every
+//!   heartbeat interval while leading, and backs off after errors. Provider calls run on a
+//!   second, I/O thread, one at a time, so the heartbeat thread never blocks on the backend.
+//! - **A local deadline.** A leader leads only until the moment it *sent* its last confirmed
+//!   renew (or acquire) + lease TTL − safety margin, on the monotonic clock.
+//!   [`Elector::is_leader`] checks that deadline itself, and the heartbeat thread wakes at it
+//!   to deliver [`LeadershipChange::Lost`] with [`LostReason::DeadlinePassed`] — even while a
+//!   backend call hangs. The backend, for its part, must not grant the lease to anyone else
+//!   before `sent + TTL` (the [`Provider`] contract), so with clocks that run at rates within
+//!   the margin of each other, two participants never both believe they lead.
+//! - **Fencing tokens.** Every acquisition of a group yields a `u64` strictly greater than
+//!   every earlier token of that group on that backend. Give it to the systems the leader
+//!   writes to so they can reject a stale leader's late writes.
+//! - **Subscribers never block the elector.** Each subscription is an unbounded channel; a
+//!   slow subscriber only queues, a dropped one is forgotten. A new subscription first sees
+//!   the current state.
+//! - **No panics, no secrets.** Backend errors are logged with [`log`] and retried; no
+//!   password, key or token ever appears in logs, `Debug` output or error text.
+//!
+//! # Backends
+//!
+//! | Provider | Feature | Primitive |
+//! |---|---|---|
+//! | [`MemoryProvider`] | always | in-process map, monotonic-clock TTL |
+//! | [`FileProvider`] | `file` (default) | exclusive OS file lock per group, one machine |
+//! | [`FaultyProvider`] | always | wraps any provider and injects failures, latency, hangs |
+//!
+//! Implement [`Provider`] for anything else. With the `testing` feature,
+//! [`testing`] holds the conformance suite every provider must pass.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod adapters;
+mod change;
+mod changes;
+mod elector;
+mod error;
+mod heartbeat;
+mod lease;
+mod provider;
+mod providers;
+mod shared;
+mod util;
+pub mod validate;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use adapters::{ChangesExt, DistinctUntilChanged, OnTransition, TakeUntilLeader, WhileLeader};
+pub use change::{EventKinds, LeadershipChange, LostReason};
+pub use changes::Changes;
+pub use elector::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL, Elector, ElectorBuilder,
+};
+pub use error::{BoxError, Error, Result};
+pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+pub use provider::{Provider, Wakeup, Watch};
+pub use providers::faulty::{Faults, FaultyProvider, Operation};
+#[cfg(feature = "file")]
+pub use providers::file::FileProvider;
+pub use providers::memory::MemoryProvider;
+
+/// Re-exported so users can `select!` on [`Changes::receiver`] without naming the crate.
+pub use crossbeam_channel;

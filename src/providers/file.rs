@@ -1,0 +1,322 @@
+//! The file-system provider: one exclusively locked file per group in a local directory.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+use crate::provider::Provider;
+use crate::validate;
+
+const BACKEND: &str = "file";
+
+/// A provider that elects through OS file locks in a local directory; works across processes
+/// on one machine.
+///
+/// For group `G` it keeps `G.lock`, exclusively locked (`flock` on Unix, `LockFileEx` on
+/// Windows) by the leader for its whole term, and `G.leader`, the leader record (participant
+/// id, fencing token, metadata), replaced atomically by each new leader. The lock is the lease:
+/// the operating system drops it the moment the leader's process dies, so failover after a
+/// crash takes one retry interval, not a TTL. A leader whose process is alive but stuck keeps
+/// the lock, but its own deadline still makes it step down. The fencing token is the previous
+/// record's plus one, so tokens keep rising across restarts as long as the directory is kept.
+///
+/// Locks belong to the open file, not to the process: two providers (or two groups' electors)
+/// in one process conflict exactly as two processes would. One provider value holds at most
+/// one lease per group.
+///
+/// **Not supported:** network file systems (NFS, SMB, most FUSE mounts), whose lock semantics
+/// and failure modes differ. Local file operations are not bounded by the call deadline.
+///
+/// ```
+/// use leader_election::{ChangesExt, Elector, FileProvider};
+///
+/// let dir = std::env::temp_dir().join(format!("le-doc-{}", std::process::id()));
+/// let elector = Elector::builder(FileProvider::new(&dir)?).group("nightly-report").start()?;
+/// elector.subscribe().take_until_leader().for_each(drop);
+/// assert!(elector.is_leader());
+/// # elector.shutdown()?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+pub struct FileProvider {
+    dir: PathBuf,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+struct Held {
+    file: File,
+    token: u64,
+    participant_id: String,
+}
+
+impl FileProvider {
+    /// A provider using `dir`, which is created if missing.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+        Ok(FileProvider {
+            dir,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory holding the lock and record files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock_path(&self, group: &str) -> PathBuf {
+        self.dir.join(format!("{group}.lock"))
+    }
+
+    fn record_path(&self, group: &str) -> PathBuf {
+        self.dir.join(format!("{group}.leader"))
+    }
+
+    fn open_lock(&self, group: &str) -> Result<File> {
+        let path = self.lock_path(group);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+    }
+
+    /// Tries to lock `group`'s lock file: `Some(file)` holding the lock, or `None` if another
+    /// open file holds it.
+    fn try_lock(&self, group: &str) -> Result<Option<File>> {
+        let file = self.open_lock(group)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(
+                format!("locking {}", self.lock_path(group).display()),
+                e,
+            )),
+        }
+    }
+
+    fn read_record(&self, group: &str) -> Result<Option<LeaderInfo>> {
+        let path = self.record_path(group);
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().is_empty() => Ok(None),
+            Ok(s) => LeaderInfo::from_json(BACKEND, group, &s).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn write_record(&self, info: &LeaderInfo) -> Result<()> {
+        let path = self.record_path(&info.group);
+        let tmp = self.dir.join(format!(
+            ".{}.leader.{}-{}",
+            info.group,
+            std::process::id(),
+            crate::util::random_u64()
+        ));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(info.to_json().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            // Make the rename durable so the token survives a power cut.
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(format!("writing {}", path.display()), e)
+        })
+    }
+
+    /// Whether `file` is still the file at `group`'s lock path (it was not deleted or
+    /// replaced, which would let someone lock a new file at that path).
+    #[cfg(unix)]
+    fn still_linked(&self, group: &str, file: &File) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = file
+            .metadata()
+            .map_err(|e| Error::io("inspecting the held lock file", e))?;
+        match std::fs::metadata(self.lock_path(group)) {
+            Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(
+                format!("inspecting {}", self.lock_path(group).display()),
+                e,
+            )),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn still_linked(&self, group: &str, _file: &File) -> Result<bool> {
+        Ok(self.lock_path(group).exists())
+    }
+}
+
+impl std::fmt::Debug for FileProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileProvider")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider for FileProvider {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn try_acquire(&self, request: &AcquireRequest, _deadline: Instant) -> Result<Acquisition> {
+        validate::group(&request.group)?;
+        let mut held = self.held.lock();
+        if held.contains_key(&request.group) {
+            return Ok(Acquisition::Held(self.read_record(&request.group)?));
+        }
+        let Some(file) = self.try_lock(&request.group)? else {
+            return Ok(Acquisition::Held(self.read_record(&request.group)?));
+        };
+        // We hold the lock: no other participant can write the record now.
+        let last = self.read_record(&request.group)?;
+        let token = last.map_or(0, |l| l.fencing_token) + 1;
+        let info = LeaderInfo::new(
+            &request.group,
+            &request.participant_id,
+            token,
+            request.metadata.clone(),
+        );
+        self.write_record(&info)?; // on error the file drops and the lock with it
+        held.insert(
+            request.group.clone(),
+            Held {
+                file,
+                token,
+                participant_id: request.participant_id.clone(),
+            },
+        );
+        Ok(Acquisition::Acquired(Lease::new(
+            info,
+            request.ttl,
+            token.to_string(),
+        )))
+    }
+
+    fn renew(&self, lease: &Lease, _deadline: Instant) -> Result<Renewal> {
+        let group = &lease.info.group;
+        let held = self.held.lock();
+        match held.get(group) {
+            Some(h)
+                if h.token == lease.info.fencing_token
+                    && h.participant_id == lease.info.participant_id =>
+            {
+                if self.still_linked(group, &h.file)? {
+                    Ok(Renewal::Renewed)
+                } else {
+                    log::warn!(
+                        "file provider: the lock file of group {group:?} was removed or replaced"
+                    );
+                    Ok(Renewal::Lost(None))
+                }
+            }
+            _ => Ok(Renewal::Lost(self.read_record(group).ok().flatten())),
+        }
+    }
+
+    fn release(&self, lease: &Lease, _deadline: Instant) -> Result<()> {
+        let mut held = self.held.lock();
+        let ours = held
+            .get(&lease.info.group)
+            .is_some_and(|h| h.token == lease.info.fencing_token);
+        if ours && let Some(h) = held.remove(&lease.info.group) {
+            h.file
+                .unlock()
+                .map_err(|e| Error::io("unlocking the lock file", e))?;
+        }
+        Ok(())
+    }
+
+    fn leader(&self, group: &str, _deadline: Instant) -> Result<Option<LeaderInfo>> {
+        validate::group(group)?;
+        if self.held.lock().contains_key(group) {
+            return self.read_record(group);
+        }
+        // Probe the lock: if we get it, nobody leads.
+        match self.try_lock(group)? {
+            Some(file) => {
+                drop(file);
+                Ok(None)
+            }
+            None => self.read_record(group),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(1)
+    }
+
+    #[test]
+    fn token_survives_a_new_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+        let a = FileProvider::new(dir.path()).unwrap();
+        let Acquisition::Acquired(l1) = a.try_acquire(&req, deadline()).unwrap() else {
+            panic!("not acquired")
+        };
+        drop(a); // a crash: the OS drops the lock
+        let b = FileProvider::new(dir.path()).unwrap();
+        let Acquisition::Acquired(l2) = b.try_acquire(&req, deadline()).unwrap() else {
+            panic!("not acquired after the holder's file closed")
+        };
+        assert!(l2.fencing_token() > l1.fencing_token());
+    }
+
+    #[test]
+    fn deleted_lock_file_is_noticed_on_renew() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FileProvider::new(dir.path()).unwrap();
+        let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+        let Acquisition::Acquired(l) = p.try_acquire(&req, deadline()).unwrap() else {
+            panic!("not acquired")
+        };
+        assert_eq!(p.renew(&l, deadline()).unwrap(), Renewal::Renewed);
+        std::fs::remove_file(dir.path().join("g.lock")).unwrap();
+        assert!(matches!(p.renew(&l, deadline()).unwrap(), Renewal::Lost(_)));
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_not_a_token_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("g.leader"), "garbage").unwrap();
+        let p = FileProvider::new(dir.path()).unwrap();
+        let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+        let e = p.try_acquire(&req, deadline()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_group_is_rejected_before_touching_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FileProvider::new(dir.path()).unwrap();
+        let req = AcquireRequest::new("../escape", "a", Duration::from_secs(5));
+        assert!(matches!(
+            p.try_acquire(&req, deadline()),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+//! State shared between an [`crate::Elector`] handle and its heartbeat thread: the current
+//! term with its local deadline, the last observed leader, and the subscribers.
+
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::change::{EventKinds, LeadershipChange};
+use crate::changes::Changes;
+use crate::lease::LeaderInfo;
+
+#[derive(Default)]
+struct State {
+    /// Our current term and the local deadline until which it is valid.
+    term: Option<(LeaderInfo, Instant)>,
+    /// The leader last observed while following.
+    observed: Option<LeaderInfo>,
+    subscribers: Vec<(EventKinds, Sender<LeadershipChange>)>,
+    closed: bool,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Our term, if its deadline has not passed.
+    pub(crate) fn term(&self) -> Option<(LeaderInfo, Instant)> {
+        let state = self.state.lock();
+        match &state.term {
+            Some((info, deadline)) if Instant::now() < *deadline => Some((info.clone(), *deadline)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn observed(&self) -> Option<LeaderInfo> {
+        self.state.lock().observed.clone()
+    }
+
+    /// Begins a term and tells subscribers.
+    pub(crate) fn acquired(&self, info: LeaderInfo, deadline: Instant) {
+        let mut state = self.state.lock();
+        state.term = Some((info.clone(), deadline));
+        state.observed = Some(info.clone());
+        let change = LeadershipChange::Acquired {
+            fencing_token: info.fencing_token,
+            leader: info,
+        };
+        publish(&mut state, change);
+    }
+
+    /// Moves the current term's deadline (after a confirmed renew).
+    pub(crate) fn extend(&self, token: u64, deadline: Instant) {
+        let mut state = self.state.lock();
+        if let Some((info, d)) = &mut state.term
+            && info.fencing_token == token
+        {
+            *d = deadline;
+        }
+    }
+
+    /// Ends the current term and tells subscribers.
+    pub(crate) fn lost(&self, change: LeadershipChange) {
+        let mut state = self.state.lock();
+        state.term = None;
+        state.observed = None;
+        publish(&mut state, change);
+    }
+
+    /// Records the leader seen while following; tells subscribers if it differs.
+    pub(crate) fn observe(&self, leader: Option<LeaderInfo>) {
+        let mut state = self.state.lock();
+        let same = match (&state.observed, &leader) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.participant_id == b.participant_id && a.fencing_token == b.fencing_token
+            }
+            _ => false,
+        };
+        if !same {
+            state.observed = leader.clone();
+            publish(&mut state, LeadershipChange::LeaderChanged { leader });
+        }
+    }
+
+    /// Subscribes; the stream starts with the current state.
+    pub(crate) fn subscribe(&self, kinds: EventKinds) -> Changes {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut state = self.state.lock();
+        if !state.closed {
+            let now = Instant::now();
+            let first = match (&state.term, &state.observed) {
+                (Some((info, deadline)), _) if now < *deadline => {
+                    Some(LeadershipChange::Acquired {
+                        fencing_token: info.fencing_token,
+                        leader: info.clone(),
+                    })
+                }
+                // Nothing known yet: the first real change will follow.
+                (_, None) => None,
+                (_, Some(leader)) => Some(LeadershipChange::LeaderChanged {
+                    leader: Some(leader.clone()),
+                }),
+            };
+            if let Some(first) = first.filter(|f| kinds.contains(f.kind())) {
+                let _ = tx.send(first);
+            }
+            state.subscribers.push((kinds, tx));
+        }
+        Changes::new(rx)
+    }
+
+    /// Ends every subscription (the streams end once drained).
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        state.term = None;
+        state.closed = true;
+        state.subscribers.clear();
+    }
+}
+
+fn publish(state: &mut State, change: LeadershipChange) {
+    let kind = change.kind();
+    // Unbounded channels: sending never blocks; a dropped subscriber is removed.
+    state
+        .subscribers
+        .retain(|(kinds, tx)| !kinds.contains(kind) || tx.send(change.clone()).is_ok());
+}
