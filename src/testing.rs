@@ -54,6 +54,12 @@ pub trait Harness: Sync {
     fn expiry_slack(&self) -> Duration {
         Duration::from_secs(1)
     }
+
+    /// Whether the provider pushes changes through [`Provider::watch`] (default `false`). The
+    /// watch check then requires a working watch; otherwise it requires `watch` to say `None`.
+    fn pushes_changes(&self) -> bool {
+        false
+    }
 }
 
 /// A group name no other check (or earlier run) uses.
@@ -412,8 +418,18 @@ pub fn watch_wakes_on_release<H: Harness>(h: &H) {
         )
     });
     let Some(watch) = watch else {
+        assert!(
+            !h.pushes_changes(),
+            "{}: the harness says the provider pushes changes, but watch() returned None",
+            b.name()
+        );
         return release(&a, &lease);
     };
+    assert!(
+        h.pushes_changes(),
+        "{}: watch() returned a watch, but the harness says the provider does not push",
+        b.name()
+    );
     // Let the watch settle, drop any wake-up it caused while starting.
     std::thread::sleep(Duration::from_millis(200));
     while rx.try_recv().is_ok() {}
