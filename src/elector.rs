@@ -346,9 +346,23 @@ impl Elector {
 
     /// Gives up leadership now (if held) and releases the lease so a waiting participant takes
     /// over without waiting for the TTL. This participant does not campaign again for one
-    /// retry interval. Returns at once; the `Lost` event follows.
+    /// retry interval, then campaigns as usual.
+    ///
+    /// [`Elector::is_leader`] is `false` when this returns; the `Lost` event (reason
+    /// [`crate::LostReason::Resigned`]) and the release follow on the heartbeat thread.
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-resign").start()?;
+    /// elector.subscribe().take_until_leader().for_each(drop);
+    /// elector.resign();
+    /// assert!(!elector.is_leader());
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn resign(&self) {
         if let Some(running) = &*self.running.lock() {
+            self.shared.end_term_now();
             let _ = running.commands.send(Command::Resign);
         }
     }

@@ -62,6 +62,12 @@ impl Shared {
         }
     }
 
+    /// Ends the current term at once, without telling subscribers yet (the heartbeat thread
+    /// does, with the reason): used by `resign` so `is_leader()` is false when it returns.
+    pub(crate) fn end_term_now(&self) {
+        self.state.lock().term = None;
+    }
+
     /// Ends the current term and tells subscribers.
     pub(crate) fn lost(&self, change: LeadershipChange) {
         let mut state = self.state.lock();

@@ -1,0 +1,111 @@
+//! Runs one participant and prints every leadership change; does "leader work" while leading.
+//!
+//! ```text
+//! cargo run --example sample -- memory
+//! cargo run --example sample -- file [DIR]          # run it in two terminals, kill one
+//! cargo run --example sample -- file /tmp/le --for 10
+//! ```
+//!
+//! Options after the backend: `--group NAME` (default `sample`), `--for SECONDS` (default:
+//! until killed). `RUST_LOG=debug` shows the library's logs.
+
+use std::time::{Duration, Instant};
+
+use leader_election::{Elector, LeadershipChange, Provider};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
+         backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)"
+    );
+    std::process::exit(2)
+}
+
+fn provider(backend: &str, arg: Option<&str>) -> Result<Box<dyn Provider>, leader_election::Error> {
+    Ok(match backend {
+        "memory" => Box::new(leader_election::MemoryProvider::new()),
+        "file" => {
+            let dir = arg
+                .map(Into::into)
+                .unwrap_or_else(|| std::env::temp_dir().join("leader-election-sample"));
+            println!("lock directory: {}", std::path::Path::new(&dir).display());
+            Box::new(leader_election::FileProvider::new(dir)?)
+        }
+        _ => usage(),
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(backend) = args.first() else { usage() };
+    let mut positional = None;
+    let mut group = "sample".to_owned();
+    let mut run_for = None;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--group" => group = it.next().cloned().unwrap_or_else(|| usage()),
+            "--for" => {
+                let secs: u64 = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage());
+                run_for = Some(Duration::from_secs(secs));
+            }
+            other if positional.is_none() && !other.starts_with("--") => positional = Some(other),
+            _ => usage(),
+        }
+    }
+
+    let elector = Elector::builder(provider(backend, positional)?)
+        .group(&group)
+        .lease_ttl(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_secs(2))
+        .retry_interval(Duration::from_secs(1))
+        .metadata("example", "sample")
+        .start()?;
+    println!(
+        "{} campaigning for group {group:?} on {backend}",
+        elector.participant_id()
+    );
+
+    let changes = elector.subscribe();
+    let started = Instant::now();
+    let mut work_tick = Instant::now();
+    loop {
+        if run_for.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        match changes.recv_timeout(Duration::from_millis(200)) {
+            Ok(LeadershipChange::Acquired { fencing_token, .. }) => {
+                println!("ACQUIRED leadership, fencing token {fencing_token}")
+            }
+            Ok(LeadershipChange::Lost {
+                fencing_token,
+                reason,
+            }) => {
+                println!("LOST leadership (token {fencing_token}): {reason}")
+            }
+            Ok(LeadershipChange::LeaderChanged { leader: Some(l) }) => println!(
+                "leader is now {} (token {})",
+                l.participant_id, l.fencing_token
+            ),
+            Ok(LeadershipChange::LeaderChanged { leader: None }) => println!("nobody leads"),
+            Ok(other) => println!("{other:?}"),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        // Leader work: only while the deadline says we lead, tagged with the token.
+        if let (Some(token), true) = (
+            elector.fencing_token(),
+            work_tick.elapsed() >= Duration::from_secs(1),
+        ) {
+            work_tick = Instant::now();
+            println!("  leader work with fencing token {token}");
+        }
+    }
+    elector.shutdown()?;
+    println!("shut down");
+    Ok(())
+}

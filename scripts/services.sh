@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Installs and runs the backend servers the tests need, as plain background processes on
+# 127.0.0.1 (no systemd, no Docker). Idempotent.
+#
+#   scripts/services.sh install [SERVICE...]   install missing packages only
+#   scripts/services.sh up      [SERVICE...]   install, start, wait until ready
+#   scripts/services.sh down    [SERVICE...]   stop what this script started (by PID)
+#   scripts/services.sh status  [SERVICE...]
+#
+# Services: postgres (5432), redis (6379), zookeeper (2181). Default: all.
+# State (data, logs, PID files) lives in $LE_SERVICES_DIR (default /tmp/leader-election-services).
+# A service whose port already answers is left alone and not stopped by `down`.
+set -euo pipefail
+
+STATE="${LE_SERVICES_DIR:-/tmp/leader-election-services}"
+ALL=(postgres redis zookeeper)
+PG_BIN="${LE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+
+log() { echo "services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  log "installing ${missing[*]}"
+  if [[ $APT_UPDATED == 0 ]]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s, bounded.
+wait_until() {
+  local secs=$1 what=$2; shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || return 1
+    sleep 0.2
+  done
+  log "$what is ready"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops the process in PID file $1 with SIGTERM, then SIGKILL after a bounded wait.
+stop_pid() {
+  local pidfile=$1 name=$2
+  if ! pid_alive "$pidfile"; then rm -f "$pidfile"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+  log "$name stopped"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_DIR="$STATE/postgres"
+pg_install() {
+  apt_install postgresql postgresql-contrib openssl
+  PG_BIN="${LE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+}
+pg_run() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p 5432; }
+pg_up() {
+  pg_install
+  if pg_ready; then log "postgres already answers on 5432; using it"; return 0; fi
+  mkdir -p "$STATE"; chmod 755 "$STATE"
+  if [[ ! -f $PG_DIR/data/PG_VERSION ]]; then
+    rm -rf "$PG_DIR"; mkdir -p "$PG_DIR"
+    [[ $(id -u) == 0 ]] && chown postgres:postgres "$PG_DIR"
+    pg_run "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+      || { cat "$PG_DIR/initdb.log"; die "initdb failed"; }
+    # Superuser over the socket only; the tests' role over TCP with a password.
+    cat >"$PG_DIR/data/pg_hba.conf" <<'HBA'
+local all all trust
+host  all all 127.0.0.1/32 scram-sha-256
+HBA
+  fi
+  pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p 5432 -k $PG_DIR -c fsync=off -c max_connections=200" start >/dev/null \
+    || { tail -n 20 "$PG_DIR/server.log"; die "postgres did not start"; }
+  head -n1 "$PG_DIR/data/postmaster.pid" >"$STATE/postgres.pid"
+  wait_until 30 postgres pg_ready || die "postgres not ready within 30 s"
+  pg_run "$PG_BIN/psql" -q -h "$PG_DIR" -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'leader') THEN
+    CREATE ROLE leader LOGIN PASSWORD 'leader-secret';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE leader_election OWNER leader'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'leader_election') \gexec
+SQL
+}
+pg_down() {
+  if pid_alive "$STATE/postgres.pid"; then
+    pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+    stop_pid "$STATE/postgres.pid" postgres
+  fi
+}
+pg_status() { pg_ready && echo "postgres: up on 127.0.0.1:5432" || echo "postgres: down"; }
+
+# --------------------------------------------------------------------- Redis
+redis_install() { apt_install redis-server redis-tools openssl; }
+redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]]; }
+redis_up() {
+  redis_install
+  if redis_ready; then log "redis already answers on 6379; using it"; return 0; fi
+  mkdir -p "$STATE/redis"
+  redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes \
+    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --dir "$STATE/redis" \
+    || die "redis-server did not start"
+  wait_until 20 redis redis_ready || { tail -n 20 "$STATE/redis.log"; die "redis not ready within 20 s"; }
+}
+redis_down() { stop_pid "$STATE/redis.pid" redis; }
+redis_status() { redis_ready && echo "redis: up on 127.0.0.1:6379" || echo "redis: down"; }
+
+# ----------------------------------------------------------------- ZooKeeper
+ZK_DIR="$STATE/zookeeper"
+zk_install() { apt_install zookeeper netcat-openbsd default-jre-headless; }
+zk_ready() { [[ $(echo ruok | nc -N -w1 127.0.0.1 2181 2>/dev/null) == imok ]]; }
+zk_up() {
+  zk_install
+  if zk_ready; then log "zookeeper already answers on 2181; using it"; return 0; fi
+  mkdir -p "$ZK_DIR/data"
+  cat >"$ZK_DIR/zoo.cfg" <<CFG
+tickTime=2000
+dataDir=$ZK_DIR/data
+clientPort=2181
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=*
+minSessionTimeout=1000
+maxSessionTimeout=60000
+CFG
+  local cp=/usr/share/java/zookeeper.jar
+  for j in /usr/share/java/slf4j-simple.jar /usr/share/java/slf4j-api.jar; do [[ -f $j ]] && cp="$cp:$j"; done
+  nohup java -Xmx256m -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain "$ZK_DIR/zoo.cfg" \
+    >"$ZK_DIR/server.log" 2>&1 &
+  echo $! >"$STATE/zookeeper.pid"
+  wait_until 60 zookeeper zk_ready || { tail -n 20 "$ZK_DIR/server.log"; die "zookeeper not ready within 60 s"; }
+}
+zk_down() { stop_pid "$STATE/zookeeper.pid" zookeeper; }
+zk_status() { zk_ready && echo "zookeeper: up on 127.0.0.1:2181" || echo "zookeeper: down"; }
+
+# ---------------------------------------------------------------------------
+fn_prefix() {
+  case $1 in
+    postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;;
+    *) die "unknown service '$1' (known: ${ALL[*]})" ;;
+  esac
+}
+
+cmd=${1:-}; shift || true
+services=("$@"); ((${#services[@]})) || services=("${ALL[@]}")
+case $cmd in
+  install)
+    apt_install unixodbc unixodbc-dev
+    for s in "${services[@]}"; do "$(fn_prefix "$s")_install"; done ;;
+  up) for s in "${services[@]}"; do "$(fn_prefix "$s")_up"; done ;;
+  down) for s in "${services[@]}"; do "$(fn_prefix "$s")_down"; done ;;
+  status) for s in "${services[@]}"; do "$(fn_prefix "$s")_status"; done ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac
