@@ -24,6 +24,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default retry (campaign) interval: 2 s.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The longest TTL or interval accepted: keeps every deadline computation far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Validated settings of one elector.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -150,6 +153,8 @@ impl<P: Provider> ElectorBuilder<P> {
         let nonzero = |field, d: Duration| {
             if d < Duration::from_millis(1) {
                 Err(Error::config(field, "must be at least 1 ms"))
+            } else if d > MAX_DURATION {
+                Err(Error::config(field, "must be at most 24 hours"))
             } else {
                 Ok(())
             }
@@ -455,6 +460,7 @@ mod tests {
         );
         assert!(e.contains("safety_margin"), "{e}");
         assert!(rule(builder().metadata("", "x").build()).contains("metadata key"));
+        assert!(rule(builder().lease_ttl(Duration::MAX).build()).contains("24 hours"));
         assert!(builder().build().is_ok());
     }
 

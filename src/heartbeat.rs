@@ -78,6 +78,8 @@ pub(crate) fn spawn(
         _watch_guard: None,
         stopping: None,
         release_error: None,
+        last_campaign: Instant::now(),
+        io_dead: false,
     };
     let thread = std::thread::Builder::new()
         .name(format!("le-hb-{short}"))
@@ -87,8 +89,16 @@ pub(crate) fn spawn(
 }
 
 /// Runs provider calls one at a time until the heartbeat thread hangs up.
+///
+/// If the heartbeat thread is gone (a shutdown that gave up waiting for a hung call), the
+/// remaining queued releases still run, and a lease acquired too late is released, so nothing
+/// stays held on the backend.
 fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outcome)>) {
+    let mut orphaned = false;
     for job in jobs {
+        if orphaned && !matches!(job.call, Call::Release(_)) {
+            continue;
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| match &job.call {
             Call::Acquire(req) => Outcome::Acquire(provider.try_acquire(req, job.deadline)),
             Call::Renew(lease) => Outcome::Renew(provider.renew(lease, job.deadline)),
@@ -109,8 +119,21 @@ fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outco
                 Call::Watch(..) => Outcome::Watch(Err(err())),
             }
         });
-        if out.send((job.id, outcome)).is_err() {
-            break;
+        if orphaned {
+            continue;
+        }
+        if let Err(crossbeam_channel::SendError((_, outcome))) = out.send((job.id, outcome)) {
+            orphaned = true;
+            if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
+                let deadline = Instant::now() + lease.ttl;
+                if let Err(e) = provider.release(&lease, deadline) {
+                    log::warn!(
+                        "leader election {:?}: releasing a late lease failed (it will expire): {}",
+                        lease.info.group,
+                        chain(&e)
+                    );
+                }
+            }
         }
     }
 }
@@ -134,6 +157,8 @@ struct InFlight {
     id: u64,
     op: Op,
     sent: Instant,
+    /// `Shared::resign_epoch` when sent: an acquire that a resign overtook is not adopted.
+    epoch: u64,
     /// An acquire sent before a resign or shutdown: its lease is released, not used.
     discard: bool,
 }
@@ -174,13 +199,17 @@ struct Heartbeat {
     _watch_guard: Option<Watch>,
     stopping: Option<Stopping>,
     release_error: Option<Error>,
+    /// When the last campaign was sent (for the wake-up rate limit).
+    last_campaign: Instant,
+    /// The I/O thread is gone.
+    io_dead: bool,
 }
 
 impl Heartbeat {
     fn run(
         mut self,
-        commands: Receiver<Command>,
-        outcomes: Receiver<(u64, Outcome)>,
+        mut commands: Receiver<Command>,
+        mut outcomes: Receiver<(u64, Outcome)>,
         wakeups: Receiver<()>,
     ) {
         log::debug!(
@@ -192,6 +221,10 @@ impl Heartbeat {
         loop {
             let now = Instant::now();
             self.check_deadline(now);
+            if self.io_dead {
+                self.step_down(LostReason::ShutDown, false);
+                break;
+            }
             if let Some(stopping) = &self.stopping {
                 if self.outstanding == 0 || now >= stopping.give_up_at {
                     break;
@@ -207,18 +240,23 @@ impl Heartbeat {
                     Ok(Command::Shutdown(reply)) => self.begin_stop(reply),
                     // The handle is gone without a shutdown: stop anyway.
                     Err(_) => {
+                        commands = crossbeam_channel::never();
                         if self.stopping.is_none() {
                             let (tx, _) = crossbeam_channel::bounded(1);
                             self.begin_stop(tx);
                         }
                     }
                 },
-                recv(outcomes) -> out => {
-                    if let Ok((id, outcome)) = out {
+                recv(outcomes) -> out => match out {
+                    Ok((id, outcome)) => {
                         self.outstanding = self.outstanding.saturating_sub(1);
                         self.on_outcome(id, outcome);
                     }
-                }
+                    Err(_) => {
+                        outcomes = crossbeam_channel::never();
+                        self.io_dead = true;
+                    }
+                },
                 recv(wakeups) -> _ => self.on_wakeup(),
                 default(timeout) => {}
             }
@@ -237,7 +275,7 @@ impl Heartbeat {
             at = at.min(stopping.give_up_at);
         } else if self.outstanding == 0 {
             at = at.min(self.next_action);
-            if let WatchState::Retry(t) = &self.watch {
+            if let (WatchState::Retry(t), Role::Follower) = (&self.watch, &self.role) {
                 at = at.min(*t);
             }
         }
@@ -249,6 +287,13 @@ impl Heartbeat {
         let id = self.next_id;
         if self.jobs.send(Job { id, call, deadline }).is_ok() {
             self.outstanding += 1;
+        } else {
+            // The I/O thread is gone (it cannot be, short of a bug): stop rather than spin.
+            log::error!(
+                "leader election {:?}: the I/O thread is gone; stopping",
+                self.config.group
+            );
+            self.io_dead = true;
         }
         id
     }
@@ -258,11 +303,13 @@ impl Heartbeat {
             return;
         }
         // Establish the watch first, once (retried after failures).
-        let due = match self.watch {
-            WatchState::Pending => true,
-            WatchState::Retry(t) => now >= t,
-            WatchState::Requested | WatchState::Done => false,
-        };
+        // Never ahead of a leader's renew: only followers (re)establish the watch.
+        let due = matches!(self.role, Role::Follower)
+            && match self.watch {
+                WatchState::Pending => true,
+                WatchState::Retry(t) => now >= t,
+                WatchState::Requested | WatchState::Done => false,
+            };
         if due {
             let call = Call::Watch(self.config.group.clone(), self.wakeup.clone());
             self.send(call, now + self.config.heartbeat_interval);
@@ -289,8 +336,10 @@ impl Heartbeat {
                     id,
                     op: Op::Acquire,
                     sent: now,
+                    epoch: self.shared.resign_epoch(),
                     discard: false,
                 });
+                self.last_campaign = now;
                 self.woken = false;
             }
             Role::Leader { lease, deadline } => {
@@ -300,6 +349,7 @@ impl Heartbeat {
                     id,
                     op: Op::Renew,
                     sent: now,
+                    epoch: self.shared.resign_epoch(),
                     discard: false,
                 });
             }
@@ -309,11 +359,6 @@ impl Heartbeat {
     fn check_deadline(&mut self, now: Instant) {
         let expired = matches!(&self.role, Role::Leader { deadline, .. } if now >= *deadline);
         if expired {
-            log::warn!(
-                "leader election {:?}: {} steps down: no confirmed renew before its deadline",
-                self.config.group,
-                self.config.participant_id
-            );
             self.step_down(LostReason::DeadlinePassed, true);
             self.next_action = now;
         }
@@ -328,7 +373,12 @@ impl Heartbeat {
             fencing_token: lease.fencing_token(),
             reason,
         });
-        log::info!(
+        log::log!(
+            if reason == LostReason::DeadlinePassed {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            },
             "leader election {:?}: {} lost leadership (token {}): {reason}",
             self.config.group,
             self.config.participant_id,
@@ -371,10 +421,17 @@ impl Heartbeat {
         self.stopping = Some(Stopping { reply, give_up_at });
     }
 
+    /// The soonest a wake-up may trigger a campaign after the previous one, so followers whose
+    /// campaigns wake each other cannot hammer the backend.
+    fn wake_floor(&self) -> Instant {
+        let gap = (self.config.retry_interval / 4).min(Duration::from_millis(50));
+        (self.last_campaign + gap).max(self.no_campaign_before)
+    }
+
     fn on_wakeup(&mut self) {
         if matches!(self.role, Role::Follower) {
             let now = Instant::now();
-            self.next_action = now.max(self.no_campaign_before);
+            self.next_action = self.next_action.min(now.max(self.wake_floor()));
             if self.in_flight.is_some() {
                 self.woken = true;
             }
@@ -393,6 +450,8 @@ impl Heartbeat {
             _ => None,
         };
         let now = Instant::now();
+        // A result arriving after the deadline must not revive the term.
+        self.check_deadline(now);
         match outcome {
             Outcome::Acquire(result) => {
                 let Some(f) = in_flight else { return };
@@ -409,7 +468,9 @@ impl Heartbeat {
                     self.config.group,
                     chain(&e)
                 );
-                self.release_error = Some(e);
+                if self.stopping.is_some() {
+                    self.release_error = Some(e);
+                }
             }
             Outcome::Watch(Ok(guard)) => {
                 self._watch_guard = guard;
@@ -431,11 +492,12 @@ impl Heartbeat {
             Ok(Acquisition::Acquired(lease)) => {
                 self.failures = 0;
                 let deadline = f.sent + self.config.validity();
-                let usable = !f.discard
+                let adopted = !f.discard
                     && self.stopping.is_none()
                     && matches!(self.role, Role::Follower)
-                    && now < deadline;
-                if !usable {
+                    && now < deadline
+                    && self.shared.acquired(lease.info.clone(), deadline, f.epoch);
+                if !adopted {
                     log::debug!(
                         "leader election {:?}: releasing a lease acquired too late to use",
                         self.config.group
@@ -450,7 +512,6 @@ impl Heartbeat {
                     self.config.participant_id,
                     lease.fencing_token()
                 );
-                self.shared.acquired(lease.info.clone(), deadline);
                 self.role = Role::Leader { lease, deadline };
                 self.next_action = f.sent + self.config.heartbeat_interval;
             }
@@ -460,7 +521,7 @@ impl Heartbeat {
                     self.shared.observe(leader);
                 }
                 self.next_action = if self.woken {
-                    now
+                    now.max(self.wake_floor())
                 } else {
                     now + util::jitter(self.config.retry_interval, 0.5, 1.0)
                 };
@@ -490,7 +551,8 @@ impl Heartbeat {
                 log::trace!("leader election {:?}: renewed", self.config.group);
             }
             Ok(Renewal::Lost(leader)) => {
-                self.step_down(LostReason::Superseded, false);
+                // Release anyway: it frees whatever the provider still keeps for this term.
+                self.step_down(LostReason::Superseded, true);
                 self.shared.observe(leader);
                 self.next_action = now + util::jitter(self.config.retry_interval, 0.5, 1.0);
             }

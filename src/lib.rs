@@ -92,6 +92,10 @@ pub use providers::faulty::{Faults, FaultyProvider, Operation};
 #[cfg(feature = "file")]
 pub use providers::file::FileProvider;
 pub use providers::memory::MemoryProvider;
+#[cfg(feature = "postgres")]
+pub use providers::postgres::{PostgresOptions, PostgresProvider};
+#[cfg(feature = "postgres")]
+pub use providers::postgres_tls::PostgresTls;
 
 /// Re-exported so users can `select!` on [`Changes::receiver`] without naming the crate.
 pub use crossbeam_channel;

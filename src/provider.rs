@@ -28,7 +28,20 @@ use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 ///
 /// **Fencing tokens.** Every successful [`Provider::try_acquire`] of a group yields a token
 /// strictly greater than every token earlier issued for that group by this backend, including
-/// tokens issued to other processes and before restarts of the client.
+/// tokens issued to other processes and before restarts of the client. Document what could
+/// break this (a deleted table row, a Redis without persistence, a recreated ZooKeeper path)
+/// and how the provider guards against it.
+///
+/// **Lease length.** A lease must never end — by expiry, session timeout, health check or
+/// administrative break the provider can prevent — before `sent + ttl`, where `sent` is when
+/// the acquire or renew call was sent. A backend that cannot grant exactly `ttl` (Azure's fixed
+/// 15–60 s leases, ZooKeeper's negotiated session timeout) must grant more, or refuse with
+/// [`crate::Error::InvalidConfig`]; it must never grant less. Holding longer only delays
+/// failover; holding shorter lets two participants lead at once.
+///
+/// **Clocks.** Expiry decided on one server's clock (PostgreSQL `clock_timestamp()`, Redis key
+/// expiry) is safe while that clock runs at a rate within the elector's safety margin; a step of
+/// the server's wall clock can shorten a lease. Say so where it applies.
 pub trait Provider: Send + Sync + 'static {
     /// A short name for logs and errors, such as `"redis"`.
     fn name(&self) -> &'static str;
@@ -69,8 +82,9 @@ pub trait Provider: Send + Sync + 'static {
     /// above all when a lease is released — so waiting followers campaign at once instead of at
     /// their next poll. Spurious wake-ups are allowed. Returns `None` (the default) if the
     /// backend cannot push, in which case followers poll every retry interval. Dropping the
-    /// returned [`Watch`] must stop the pushing and free its resources. Must not block for
-    /// longer than one round trip to the backend.
+    /// returned [`Watch`] must stop the pushing and free its resources without blocking (signal
+    /// a background thread; never join it). Must not block for longer than one round trip to
+    /// the backend.
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         let _ = (group, wakeup);
         Ok(None)

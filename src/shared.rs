@@ -1,6 +1,7 @@
 //! State shared between an [`crate::Elector`] handle and its heartbeat thread: the current
 //! term with its local deadline, the last observed leader, and the subscribers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -24,6 +25,8 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Bumped by every `resign()`: an acquisition sent before it must not be adopted.
+    resign_epoch: AtomicU64,
 }
 
 impl Shared {
@@ -40,9 +43,13 @@ impl Shared {
         self.state.lock().observed.clone()
     }
 
-    /// Begins a term and tells subscribers.
-    pub(crate) fn acquired(&self, info: LeaderInfo, deadline: Instant) {
+    /// Begins a term and tells subscribers — unless a `resign()` happened since `epoch`, in
+    /// which case it returns `false` and changes nothing.
+    pub(crate) fn acquired(&self, info: LeaderInfo, deadline: Instant, epoch: u64) -> bool {
         let mut state = self.state.lock();
+        if self.resign_epoch.load(Ordering::SeqCst) != epoch {
+            return false;
+        }
         state.term = Some((info.clone(), deadline));
         state.observed = Some(info.clone());
         let change = LeadershipChange::Acquired {
@@ -50,13 +57,16 @@ impl Shared {
             leader: info,
         };
         publish(&mut state, change);
+        true
     }
 
     /// Moves the current term's deadline (after a confirmed renew).
     pub(crate) fn extend(&self, token: u64, deadline: Instant) {
         let mut state = self.state.lock();
+        // A term whose deadline passed stays ended, whatever arrives late.
         if let Some((info, d)) = &mut state.term
             && info.fencing_token == token
+            && Instant::now() < *d
         {
             *d = deadline;
         }
@@ -65,7 +75,14 @@ impl Shared {
     /// Ends the current term at once, without telling subscribers yet (the heartbeat thread
     /// does, with the reason): used by `resign` so `is_leader()` is false when it returns.
     pub(crate) fn end_term_now(&self) {
-        self.state.lock().term = None;
+        let mut state = self.state.lock();
+        self.resign_epoch.fetch_add(1, Ordering::SeqCst);
+        state.term = None;
+        state.observed = None;
+    }
+
+    pub(crate) fn resign_epoch(&self) -> u64 {
+        self.resign_epoch.load(Ordering::SeqCst)
     }
 
     /// Ends the current term and tells subscribers.

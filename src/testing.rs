@@ -314,6 +314,24 @@ pub fn superseded_renew_fails<H: Harness>(h: &H) {
     }
 }
 
+/// For TTL leases: once a lease expired, its holder cannot renew it, even if nobody took over
+/// (it may already have been granted elsewhere as far as the holder can know).
+pub fn renew_after_expiry_fails<H: Harness>(h: &H) {
+    if !h.lease_outlives_client() {
+        return;
+    }
+    let a = h.client();
+    let g = unique_group("late-renew");
+    let lease = must_acquire(&a, &request(h, &g, "a"));
+    std::thread::sleep(h.ttl() + h.expiry_slack());
+    assert!(
+        matches!(renew(&a, &lease), Renewal::Lost(_)),
+        "{}: an expired lease was renewed",
+        a.name()
+    );
+    release(&a, &lease);
+}
+
 /// Groups are independent.
 pub fn groups_are_isolated<H: Harness>(h: &H) {
     let (a, b) = (h.client(), h.client());
@@ -439,7 +457,14 @@ pub fn watch_wakes_on_release<H: Harness>(h: &H) {
         "{}: no wake-up within 5 s of a release",
         b.name()
     );
+    let start = Instant::now();
     drop(watch);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{}: dropping a watch blocked for {:?}",
+        b.name(),
+        start.elapsed()
+    );
 }
 
 /// Runs every check, one after another.
@@ -451,6 +476,7 @@ pub fn run_all<H: Harness>(h: &H) {
     expiry_lets_another_acquire(h);
     tokens_strictly_rise(h);
     superseded_renew_fails(h);
+    renew_after_expiry_fails(h);
     groups_are_isolated(h);
     racing_participants_give_one_winner(h);
     participant_and_metadata_round_trip(h);
@@ -478,6 +504,7 @@ macro_rules! conformance_tests {
                 expiry_lets_another_acquire,
                 tokens_strictly_rise,
                 superseded_renew_fails,
+                renew_after_expiry_fails,
                 groups_are_isolated,
                 racing_participants_give_one_winner,
                 participant_and_metadata_round_trip,

@@ -186,6 +186,11 @@ impl Provider for FileProvider {
         let Some(file) = self.try_lock(&request.group)? else {
             return Ok(Acquisition::Held(self.read_record(&request.group)?));
         };
+        // The file may have been unlinked between open and lock, while another participant
+        // locks the new file at the path: then our lock proves nothing.
+        if !self.still_linked(&request.group, &file)? {
+            return Ok(Acquisition::Held(None));
+        }
         // We hold the lock: no other participant can write the record now.
         let last = self.read_record(&request.group)?;
         let token = last.map_or(0, |l| l.fencing_token) + 1;
@@ -213,7 +218,7 @@ impl Provider for FileProvider {
 
     fn renew(&self, lease: &Lease, _deadline: Instant) -> Result<Renewal> {
         let group = &lease.info.group;
-        let held = self.held.lock();
+        let mut held = self.held.lock();
         match held.get(group) {
             Some(h)
                 if h.token == lease.info.fencing_token
@@ -225,6 +230,8 @@ impl Provider for FileProvider {
                     log::warn!(
                         "file provider: the lock file of group {group:?} was removed or replaced"
                     );
+                    // Close the orphaned file so this provider can campaign again.
+                    held.remove(group);
                     Ok(Renewal::Lost(None))
                 }
             }
@@ -297,6 +304,11 @@ mod tests {
         assert_eq!(p.renew(&l, deadline()).unwrap(), Renewal::Renewed);
         std::fs::remove_file(dir.path().join("g.lock")).unwrap();
         assert!(matches!(p.renew(&l, deadline()).unwrap(), Renewal::Lost(_)));
+        // The provider can lead again, with a higher token.
+        let Acquisition::Acquired(l2) = p.try_acquire(&req, deadline()).unwrap() else {
+            panic!("not acquired after losing an orphaned lock")
+        };
+        assert!(l2.fencing_token() > l.fencing_token());
     }
 
     #[test]

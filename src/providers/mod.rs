@@ -4,3 +4,9 @@ pub(crate) mod faulty;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres_tls;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) mod watchers;

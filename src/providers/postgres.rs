@@ -1,0 +1,712 @@
+//! The PostgreSQL provider: one row per group, expiry on the database's clock, LISTEN/NOTIFY
+//! hand-off.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::{Error, Result};
+use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+use crate::provider::{Provider, Wakeup, Watch};
+use crate::providers::postgres_tls::{self, PostgresTls};
+use crate::providers::watchers::Watchers;
+use crate::validate;
+
+const BACKEND: &str = "postgres";
+
+/// Options of a [`PostgresProvider`].
+///
+/// ```
+/// use leader_election::{PostgresOptions, PostgresTls};
+/// use std::time::Duration;
+///
+/// let options = PostgresOptions::new("postgres://app:secret@db.internal/app?sslmode=require")
+///     .schema("coordination")
+///     .table("leases")
+///     .command_timeout(Duration::from_secs(3))
+///     .pool_size(2)
+///     .tls(PostgresTls::VerifyWithCa("/etc/ssl/db-ca.pem".into()));
+/// assert!(!format!("{options:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct PostgresOptions {
+    url: String,
+    schema: String,
+    table: String,
+    create_table: bool,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    pool_size: u32,
+    fail_fast: bool,
+    tls: PostgresTls,
+}
+
+impl PostgresOptions {
+    /// Options for a connection string — a URL (`postgres://user:pass@host:port/db?sslmode=…`)
+    /// or `key=value` pairs — with defaults: schema `public`, table `leader_election`, created
+    /// if missing, 5 s command timeout, 5 s connect timeout, pool of 2, fail fast, TLS verified.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            schema: "public".into(),
+            table: "leader_election".into(),
+            create_table: true,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            pool_size: 2,
+            fail_fast: true,
+            tls: PostgresTls::Verify,
+        }
+    }
+
+    /// The schema of the table (default `public`): `[a-z_][a-z0-9_]*`, at most 63 characters.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The table name (default `leader_election`): `[a-z_][a-z0-9_]*`, at most 63 characters.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Whether to create the schema and table if missing (default `true`).
+    pub fn create_table(mut self, create: bool) -> Self {
+        self.create_table = create;
+        self
+    }
+
+    /// The longest a statement may run, enforced by the server (`statement_timeout`) and by
+    /// the socket (`tcp_user_timeout`); also bounds waiting for a pooled connection. Default
+    /// 5 s.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The longest a connection attempt may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The most connections kept open (default 2: heartbeats run one call at a time).
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Whether [`PostgresProvider::new`] connects (and creates the table) at once and fails if
+    /// it cannot (default `true`). With `false`, it never fails for an unreachable server: the
+    /// elector's calls fail with transient errors and are retried until the server is up.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// How server certificates are checked when the connection string asks for TLS.
+    pub fn tls(mut self, tls: PostgresTls) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("server", &describe(&self.url))
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("create_table", &self.create_table)
+            .field("command_timeout", &self.command_timeout)
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `user@host:port/db` of a connection string, without the password.
+fn describe(url: &str) -> String {
+    match postgres::Config::from_str(url) {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    #[cfg(unix)]
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default();
+            format!(
+                "{}@{}:{}/{}",
+                c.get_user().unwrap_or(""),
+                host,
+                c.get_ports().first().copied().unwrap_or(5432),
+                c.get_dbname().unwrap_or("")
+            )
+        }
+        Err(_) => "<unparsable connection string>".into(),
+    }
+}
+
+/// The SQL of one table, built once from validated identifiers.
+struct Sql {
+    create: String,
+    acquire: String,
+    renew: String,
+    release: String,
+    leader: String,
+    channel: String,
+}
+
+impl Sql {
+    fn new(schema: &str, table: &str) -> Sql {
+        // Both names passed validate::sql_identifier: [a-z_][a-z0-9_]{0,62}. Quoting them
+        // anyway keeps reserved words usable.
+        let q = format!("\"{schema}\".\"{table}\"");
+        let ms = |col: &str| format!("(extract(epoch FROM {col}) * 1000)::bigint");
+        let live = "participant_id IS NOT NULL AND expires_at > clock_timestamp()";
+        let create_schema = if schema == "public" {
+            String::new()
+        } else {
+            format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";")
+        };
+        Sql {
+            create: format!(
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock(8872615010934);
+                 {create_schema}
+                 CREATE TABLE IF NOT EXISTS {q} (
+                     group_name     text PRIMARY KEY,
+                     participant_id text,
+                     fencing_token  bigint NOT NULL,
+                     expires_at     timestamptz,
+                     acquired_at    timestamptz,
+                     metadata       text NOT NULL DEFAULT '{{}}'
+                 );
+                 COMMIT;"
+            ),
+            // One round trip: take the row if free or expired (deciding on the database's
+            // clock), else report the live holder.
+            acquire: format!(
+                "WITH up AS (
+                     INSERT INTO {q} AS t
+                         (group_name, participant_id, fencing_token, expires_at, acquired_at, metadata)
+                     VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 millisecond',
+                             clock_timestamp(), $4)
+                     ON CONFLICT (group_name) DO UPDATE
+                        SET participant_id = EXCLUDED.participant_id,
+                            fencing_token  = t.fencing_token + 1,
+                            expires_at     = EXCLUDED.expires_at,
+                            acquired_at    = EXCLUDED.acquired_at,
+                            metadata       = EXCLUDED.metadata
+                      WHERE t.participant_id IS NULL OR t.expires_at <= clock_timestamp()
+                     RETURNING participant_id, fencing_token, acquired_at, metadata)
+                 SELECT true, participant_id, fencing_token, {acq}, metadata FROM up
+                 UNION ALL
+                 SELECT false, participant_id, fencing_token, {acq}, metadata FROM {q}
+                  WHERE group_name = $1 AND {live} AND NOT EXISTS (SELECT 1 FROM up)",
+                acq = ms("acquired_at"),
+            ),
+            renew: format!(
+                "WITH up AS (
+                     UPDATE {q} SET expires_at = clock_timestamp() + $4::bigint * interval '1 millisecond'
+                      WHERE group_name = $1 AND participant_id = $2 AND fencing_token = $3
+                        AND expires_at > clock_timestamp()
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM up), t.participant_id, t.fencing_token,
+                        {acq}, t.metadata
+                   FROM (SELECT 1) AS one
+                   LEFT JOIN {q} AS t ON t.group_name = $1 AND t.{live_t}",
+                acq = ms("t.acquired_at"),
+                live_t = "participant_id IS NOT NULL AND t.expires_at > clock_timestamp()",
+            ),
+            release: format!(
+                "WITH rel AS (
+                     UPDATE {q} SET participant_id = NULL, expires_at = NULL
+                      WHERE group_name = $1 AND participant_id = $2 AND fencing_token = $3
+                     RETURNING group_name)
+                 SELECT pg_notify($4, group_name) FROM rel"
+            ),
+            leader: format!(
+                "SELECT participant_id, fencing_token, {acq}, metadata FROM {q}
+                  WHERE group_name = $1 AND {live}",
+                acq = ms("acquired_at"),
+            ),
+            // NOTIFY channels are identifiers: at most 63 bytes.
+            channel: format!("le_{schema}_{table}").chars().take(63).collect(),
+        }
+    }
+}
+
+/// A pooled connection with the provider's statements prepared on it.
+struct Conn {
+    client: Client,
+    acquire: Statement,
+    renew: Statement,
+    release: Statement,
+    leader: Statement,
+}
+
+/// Makes [`Conn`]s for r2d2.
+struct Manager {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    sql: Arc<Sql>,
+    create_table: bool,
+}
+
+impl Manager {
+    fn connect_conn(&self) -> std::result::Result<Conn, postgres::Error> {
+        let mut client = self.config.connect(self.tls.clone())?;
+        if self.create_table {
+            client.batch_execute(&self.sql.create)?;
+        }
+        Ok(Conn {
+            acquire: client.prepare(&self.sql.acquire)?,
+            renew: client.prepare(&self.sql.renew)?,
+            release: client.prepare(&self.sql.release)?,
+            leader: client.prepare(&self.sql.leader)?,
+            client,
+        })
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        self.connect_conn()
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// Elects through one row per group in a PostgreSQL table.
+///
+/// The row holds the leader, its fencing token and an expiry time. Every decision about expiry
+/// is made by the database on its own clock (`clock_timestamp()`), in a single statement, so
+/// client clocks never matter. The token is the row's counter, incremented by each new
+/// acquisition; rows are never deleted, so tokens keep rising for the life of the table.
+/// Releasing a lease sends `NOTIFY` on a channel named after the table, and a listener thread
+/// (one per provider, started by the first [`Provider::watch`]) wakes waiting followers at
+/// once. Acquire, renew and release are one round trip each, on statements prepared per pooled
+/// connection.
+///
+/// Statements are bounded by `statement_timeout` (set at connect) and the socket by
+/// `tcp_user_timeout` and keepalives, so a dead network ends a call within the command
+/// timeout. A server that is alive but frozen holds the call until it resumes; the elector's
+/// own deadline still makes its leader step down on time.
+///
+/// ```no_run
+/// use leader_election::{Elector, PostgresOptions, PostgresProvider};
+///
+/// let provider = PostgresProvider::new(
+///     PostgresOptions::new("postgres://app:secret@127.0.0.1/app").table("leases"),
+/// )?;
+/// let elector = Elector::builder(provider).group("billing").start()?;
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+pub struct PostgresProvider {
+    pool: r2d2::Pool<Manager>,
+    sql: Arc<Sql>,
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    command_timeout: Duration,
+    watchers: Watchers,
+    listener: parking_lot::Mutex<Option<Arc<AtomicBool>>>,
+    server: String,
+}
+
+impl PostgresProvider {
+    /// Checks the options and builds the provider; with `fail_fast` (the default) it also
+    /// connects and creates the table, failing with a clear error if it cannot.
+    pub fn new(options: PostgresOptions) -> Result<Self> {
+        validate::sql_identifier("schema", &options.schema)?;
+        validate::sql_identifier("table", &options.table)?;
+        if options.command_timeout < Duration::from_millis(1) {
+            return Err(Error::config("command_timeout", "must be at least 1 ms"));
+        }
+        if options.connect_timeout < Duration::from_millis(1) {
+            return Err(Error::config("connect_timeout", "must be at least 1 ms"));
+        }
+        if options.pool_size == 0 {
+            return Err(Error::config("pool_size", "must be at least 1"));
+        }
+        // Never echo the string: it may carry a password.
+        let mut config = postgres::Config::from_str(&options.url).map_err(|_| {
+            Error::config(
+                "url",
+                "is not a valid PostgreSQL connection string \
+                 (expected postgres://user:password@host:port/database?options or key=value pairs)",
+            )
+        })?;
+        let timeout_ms = options.command_timeout.as_millis().max(1);
+        config
+            .connect_timeout(options.connect_timeout)
+            .tcp_user_timeout(options.command_timeout)
+            .keepalives(true)
+            .keepalives_idle(options.command_timeout.max(Duration::from_secs(1)))
+            .options(&format!(
+                "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+            ));
+        if config.get_application_name().is_none() {
+            config.application_name("leader-election");
+        }
+        let tls = postgres_tls::connector(&options.tls)?;
+        let sql = Arc::new(Sql::new(&options.schema, &options.table));
+        let manager = Manager {
+            config: config.clone(),
+            tls: tls.clone(),
+            sql: sql.clone(),
+            create_table: options.create_table,
+        };
+        let server = describe(&options.url);
+        if options.fail_fast {
+            // Connect once outside the pool to get a typed error (r2d2's are strings).
+            manager
+                .connect_conn()
+                .map_err(|e| map_err("connect", e, options.connect_timeout))?;
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(options.connect_timeout + options.command_timeout)
+            .error_handler(Box::new(QuietErrors))
+            .build_unchecked(manager);
+        Ok(PostgresProvider {
+            pool,
+            sql,
+            config,
+            tls,
+            command_timeout: options.command_timeout,
+            watchers: Watchers::default(),
+            listener: parking_lot::Mutex::new(None),
+            server,
+        })
+    }
+
+    fn conn(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<r2d2::PooledConnection<Manager>> {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        // r2d2 reports a timeout, with the last connection error when there was one.
+        self.pool.get_timeout(wait).map_err(|e| Error::Unavailable {
+            backend: BACKEND,
+            source: Box::new(PoolError(format!("{operation}: {e}"))),
+        })
+    }
+
+    /// Starts the LISTEN thread once.
+    fn ensure_listener(&self) -> Result<()> {
+        let mut listener = self.listener.lock();
+        if listener.is_some() {
+            return Ok(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = ListenCtx {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            channel: self.sql.channel.clone(),
+            watchers: self.watchers.clone(),
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("le-pg-listen".into())
+            .spawn(move || ctx.run())
+            .map_err(|e| Error::io("spawning the LISTEN thread", e))?;
+        *listener = Some(stop);
+        Ok(())
+    }
+}
+
+impl Drop for PostgresProvider {
+    fn drop(&mut self) {
+        if let Some(stop) = self.listener.lock().take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider")
+            .field("server", &self.server)
+            .field("channel", &self.sql.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// r2d2 logs connection errors itself by default; ours are reported through `Error`.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<postgres::Error> for QuietErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        log::debug!("postgres: pool connection attempt failed: {error}");
+    }
+}
+
+#[derive(Debug)]
+struct PoolError(String);
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// Maps a client error: connection trouble and server-side cancellations are transient;
+/// authentication, permission and SQL errors are permanent.
+fn map_err(operation: &'static str, e: postgres::Error, timeout: Duration) -> Error {
+    let Some(code) = e.code().map(|c| c.code().to_owned()) else {
+        if e.is_closed() || std::error::Error::source(&e).is_some() {
+            return Error::Unavailable {
+                backend: BACKEND,
+                source: Box::new(e),
+            };
+        }
+        return Error::Backend {
+            backend: BACKEND,
+            operation,
+            transient: true,
+            source: Box::new(e),
+        };
+    };
+    if code == "57014" {
+        // query_canceled: our statement_timeout fired.
+        return Error::Timeout {
+            backend: BACKEND,
+            operation,
+            timeout,
+        };
+    }
+    let transient = matches!(&code[..2], "08" | "40" | "53" | "55" | "57" | "58");
+    Error::Backend {
+        backend: BACKEND,
+        operation,
+        transient,
+        source: Box::new(e),
+    }
+}
+
+fn to_i64(field: &'static str, v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::config(field, "is too large for PostgreSQL's bigint"))
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// Builds a leader record from `(participant_id, fencing_token, acquired_at_ms, metadata)`
+/// columns starting at `at`.
+fn info_from_row(group: &str, row: &postgres::Row, at: usize) -> Result<Option<LeaderInfo>> {
+    let participant: Option<String> = row.get(at);
+    let Some(participant_id) = participant else {
+        return Ok(None);
+    };
+    let token: i64 = row.get(at + 1);
+    let since_ms: Option<i64> = row.get(at + 2);
+    let metadata: String = row.get(at + 3);
+    let metadata = serde_json::from_str(&metadata).map_err(|e| Error::Corrupt {
+        backend: BACKEND,
+        group: group.to_owned(),
+        detail: format!("metadata is not a JSON object of strings: {e}"),
+    })?;
+    let mut info = LeaderInfo::new(
+        group,
+        participant_id,
+        u64::try_from(token).unwrap_or(0),
+        metadata,
+    );
+    info.since = UNIX_EPOCH + Duration::from_millis(since_ms.unwrap_or(0).max(0) as u64);
+    Ok(Some(info))
+}
+
+impl Provider for PostgresProvider {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
+        validate::group(&request.group)?;
+        let mut conn = self.conn("acquire", deadline)?;
+        let metadata = serde_json::to_string(&request.metadata).unwrap_or_else(|_| "{}".into());
+        let stmt = conn.acquire.clone();
+        let rows = conn
+            .client
+            .query(
+                &stmt,
+                &[
+                    &request.group,
+                    &request.participant_id,
+                    &ttl_ms(request.ttl),
+                    &metadata,
+                ],
+            )
+            .map_err(|e| map_err("acquire", e, self.command_timeout))?;
+        let Some(row) = rows.first() else {
+            return Ok(Acquisition::Held(None));
+        };
+        let acquired: bool = row.get(0);
+        let info = info_from_row(&request.group, row, 1)?;
+        match (acquired, info) {
+            (true, Some(info)) => {
+                let handle = info.fencing_token.to_string();
+                Ok(Acquisition::Acquired(Lease::new(info, request.ttl, handle)))
+            }
+            (_, info) => Ok(Acquisition::Held(info)),
+        }
+    }
+
+    fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
+        let mut conn = self.conn("renew", deadline)?;
+        let token = to_i64("fencing_token", lease.info.fencing_token)?;
+        let stmt = conn.renew.clone();
+        let row = conn
+            .client
+            .query_one(
+                &stmt,
+                &[
+                    &lease.info.group,
+                    &lease.info.participant_id,
+                    &token,
+                    &ttl_ms(lease.ttl),
+                ],
+            )
+            .map_err(|e| map_err("renew", e, self.command_timeout))?;
+        if row.get::<_, bool>(0) {
+            Ok(Renewal::Renewed)
+        } else {
+            Ok(Renewal::Lost(info_from_row(&lease.info.group, &row, 1)?))
+        }
+    }
+
+    fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
+        let mut conn = self.conn("release", deadline)?;
+        let token = to_i64("fencing_token", lease.info.fencing_token)?;
+        let stmt = conn.release.clone();
+        conn.client
+            .query(
+                &stmt,
+                &[
+                    &lease.info.group,
+                    &lease.info.participant_id,
+                    &token,
+                    &self.sql.channel,
+                ],
+            )
+            .map_err(|e| map_err("release", e, self.command_timeout))?;
+        Ok(())
+    }
+
+    fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
+        validate::group(group)?;
+        let mut conn = self.conn("leader", deadline)?;
+        let stmt = conn.leader.clone();
+        let rows = conn
+            .client
+            .query(&stmt, &[&group])
+            .map_err(|e| map_err("leader", e, self.command_timeout))?;
+        match rows.first() {
+            Some(row) => info_from_row(group, row, 0),
+            None => Ok(None),
+        }
+    }
+
+    fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
+        self.ensure_listener()?;
+        Ok(Some(self.watchers.add(group, wakeup)))
+    }
+}
+
+/// The LISTEN thread's state.
+struct ListenCtx {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    channel: String,
+    watchers: Watchers,
+    stop: Arc<AtomicBool>,
+}
+
+impl ListenCtx {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, waking early when stopped.
+    fn pause(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopped() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+    }
+
+    fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stopped() {
+            match self.config.connect(self.tls.clone()) {
+                Ok(mut client) => {
+                    // The channel was built from validated identifiers: [a-z0-9_]+.
+                    if let Err(e) = client.batch_execute(&format!("LISTEN \"{}\"", self.channel)) {
+                        log::warn!("postgres: LISTEN failed, retrying: {e}");
+                    } else {
+                        log::debug!("postgres: listening on {}", self.channel);
+                        backoff = Duration::from_millis(100);
+                        // Changes may have been missed while disconnected.
+                        self.watchers.wake_all();
+                        self.listen(&mut client);
+                    }
+                }
+                Err(e) => log::warn!("postgres: LISTEN connection failed, retrying: {e}"),
+            }
+            self.pause(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        log::debug!("postgres: LISTEN thread stopped");
+    }
+
+    fn listen(&self, client: &mut Client) {
+        while !self.stopped() {
+            {
+                let mut notifications = client.notifications();
+                let mut iter = notifications.timeout_iter(Duration::from_millis(500));
+                loop {
+                    match iter.next() {
+                        Ok(Some(n)) => self.watchers.wake(n.payload()),
+                        Ok(None) => break,
+                        Err(e) => {
+                            log::warn!("postgres: LISTEN connection lost: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+            if client.is_closed() {
+                log::warn!("postgres: LISTEN connection closed");
+                return;
+            }
+        }
+    }
+}

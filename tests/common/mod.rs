@@ -1,0 +1,359 @@
+//! Helpers shared by the integration tests: connection settings from the environment, unique
+//! names, and private server instances that a test may stop, restart or break at will.
+//!
+//! The shared servers (started by `scripts/services.sh` or docker compose) serve the
+//! conformance suites. Tests that restart or break a server start their own instance on a free
+//! port from the locally installed binaries; a missing binary fails the test.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An environment variable or a default.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The shared PostgreSQL server's URL.
+pub fn postgres_url() -> String {
+    env_or(
+        "LE_POSTGRES_URL",
+        "postgres://leader:leader-secret@127.0.0.1:5432/leader_election?sslmode=disable",
+    )
+}
+
+/// The shared Redis server's URL.
+pub fn redis_url() -> String {
+    env_or("LE_REDIS_URL", "redis://127.0.0.1:6379/")
+}
+
+/// A unique name for a group, table or key prefix.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xffff
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (racy, but fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it is true or `within` passes.
+pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The number of threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A PostgreSQL instance of this test's own, in a temporary directory, on a free port, with a
+/// password-protected role `leader` (password `leader-secret`) and database `leader_election`.
+pub struct PrivatePostgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    fn bin() -> PathBuf {
+        if let Ok(b) = std::env::var("LE_PG_BIN") {
+            return b.into();
+        }
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (Debian package postgresql) are required")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .expect("no initdb under /usr/lib/postgresql/*/bin")
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let path = self.bin.join(prog);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Creates and starts an instance; `ssl` turns TLS on with a certificate signed by a CA
+    /// whose certificate is [`PrivatePostgres::ca_file`].
+    pub fn start(ssl: bool) -> PrivatePostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("le-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        if is_root() {
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path()));
+        }
+        let pg = PrivatePostgres {
+            port: free_port(),
+            bin: Self::bin(),
+            dir,
+        };
+        let data = pg.data();
+        run(pg.cmd("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]));
+        let mut conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n",
+            pg.port,
+            pg.dir.path().display()
+        );
+        if ssl {
+            pg.make_certs();
+            conf += "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+        }
+        pg.append(&data.join("postgresql.conf"), &conf);
+        pg.start_server();
+        run(pg.cmd("psql").args([
+            "-q",
+            "-h",
+            &pg.dir.path().display().to_string(),
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "CREATE ROLE leader LOGIN PASSWORD 'leader-secret'",
+            "-c",
+            "CREATE DATABASE leader_election OWNER leader",
+        ]));
+        pg
+    }
+
+    fn append(&self, file: &Path, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn make_certs(&self) {
+        let data = self.data();
+        let d = |f: &str| data.join(f).display().to_string();
+        let ca = self.ca_file().display().to_string();
+        let cakey = self.dir.path().join("ca.key").display().to_string();
+        let mut c = Command::new("openssl");
+        c.args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=leader-election test CA",
+            "-keyout",
+            &cakey,
+            "-out",
+            &ca,
+        ]);
+        run(&mut c);
+        let csr = self.dir.path().join("server.csr").display().to_string();
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args(["-keyout", &d("server.key"), "-out", &csr]));
+        let ext = self.dir.path().join("ext.cnf");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args([
+                "x509", "-req", "-days", "2", "-in", &csr, "-CA", &ca, "-CAkey", &cakey,
+            ])
+            .args(["-CAcreateserial", "-out", &d("server.crt"), "-extfile"])
+            .arg(&ext));
+        if is_root() {
+            run(Command::new("chown").args([
+                "postgres:postgres",
+                &d("server.key"),
+                &d("server.crt"),
+            ]));
+        }
+        run(Command::new("chmod").args(["600", &d("server.key")]));
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The CA certificate (PEM) that signed the server's certificate, when started with TLS.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A URL for role `leader`; `extra` is appended as query options.
+    pub fn url(&self, extra: &str) -> String {
+        format!(
+            "postgres://leader:leader-secret@127.0.0.1:{}/leader_election?{extra}",
+            self.port
+        )
+    }
+
+    /// Starts the (stopped) server.
+    pub fn start_server(&self) {
+        let log = self.dir.path().join("server.log");
+        run(self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "30", "start"])
+            .stdout(Stdio::null()));
+    }
+
+    /// Stops the server at once (`-m immediate`: like a crash, connections are cut).
+    pub fn stop_server(&self) {
+        run(self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null()));
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "-t", "10", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A Redis instance of this test's own, on a free port, without persistence; restarting it
+/// loses every key, as a real restart without persistence does.
+pub struct PrivateRedis {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl PrivateRedis {
+    /// Starts an instance; `args` are extra `redis-server` arguments.
+    pub fn start(args: &[&str]) -> PrivateRedis {
+        let mut r = PrivateRedis {
+            dir: tempfile::Builder::new()
+                .prefix("le-redis-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            port: free_port(),
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        r.start_server();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the (stopped) server and waits until it answers.
+    pub fn start_server(&mut self) {
+        let child = Command::new(env_or("LE_REDIS_SERVER", "redis-server"))
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) is required");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "redis-server did not listen on {port}"
+        );
+    }
+
+    /// Kills the server (SIGKILL): all data is lost.
+    pub fn stop_server(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}

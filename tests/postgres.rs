@@ -1,0 +1,294 @@
+//! The PostgreSQL provider against a live server: the conformance suite on the shared server
+//! (`LE_POSTGRES_URL`), then failure cases on private instances.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+use common::{PrivatePostgres, postgres_url, unique};
+use leader_election::testing::Harness;
+use leader_election::{
+    AcquireRequest, Acquisition, ChangesExt, Elector, Error, EventKinds, LeadershipChange,
+    LostReason, PostgresOptions, PostgresProvider, PostgresTls, Provider,
+};
+
+struct PgHarness {
+    url: String,
+    tls: PostgresTls,
+}
+
+impl Harness for PgHarness {
+    type Provider = PostgresProvider;
+    fn client(&self) -> PostgresProvider {
+        PostgresProvider::new(
+            PostgresOptions::new(&self.url)
+                .table("le_conformance")
+                .tls(self.tls.clone()),
+        )
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at LE_POSTGRES_URL: {}", chain(&e)))
+    }
+    fn pushes_changes(&self) -> bool {
+        true
+    }
+}
+
+fn shared() -> PgHarness {
+    PgHarness {
+        url: postgres_url(),
+        tls: PostgresTls::Verify,
+    }
+}
+
+leader_election::conformance_tests!(conformance, super::shared());
+
+/// The error and all its sources, as a log line would show them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s += &format!(": {c}");
+        src = c.source();
+    }
+    s
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+#[test]
+fn sql_in_table_or_schema_names_is_rejected() {
+    for (table, schema) in [
+        ("leases; DROP TABLE users", "public"),
+        ("leases\"--", "public"),
+        ("Leases", "public"),
+        ("leases", "public; DROP SCHEMA x"),
+    ] {
+        let e = PostgresProvider::new(
+            PostgresOptions::new(postgres_url())
+                .table(table)
+                .schema(schema),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("table") || msg.contains("schema"), "{msg}");
+        assert!(!e.is_transient());
+    }
+}
+
+#[test]
+fn a_bad_password_is_a_clear_permanent_error_that_does_not_echo_it() {
+    let url = postgres_url().replace("leader-secret", "wr0ng-Pa55word");
+    assert!(
+        url.contains("wr0ng-Pa55word"),
+        "LE_POSTGRES_URL must use the password leader-secret"
+    );
+    let e = PostgresProvider::new(PostgresOptions::new(&url)).unwrap_err();
+    let text = format!("{} / {e:?}", chain(&e));
+    assert!(!text.contains("wr0ng-Pa55word"), "password leaked: {text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!e.is_transient(), "{text}");
+}
+
+#[test]
+fn an_unparsable_connection_string_does_not_echo_it() {
+    let e = PostgresProvider::new(PostgresOptions::new(
+        "postgres://leader:s3cr3t-P4ss@127.0.0.1:notaport/db",
+    ))
+    .unwrap_err();
+    let text = format!("{} / {e:?}", chain(&e));
+    assert!(
+        matches!(e, Error::InvalidConfig { field: "url", .. }),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t-P4ss"), "{text}");
+    let options = PostgresOptions::new("postgres://leader:s3cr3t-P4ss@127.0.0.1/db");
+    assert!(!format!("{options:?}").contains("s3cr3t-P4ss"));
+}
+
+#[test]
+fn a_missing_table_without_create_is_a_clear_error() {
+    let e = PostgresProvider::new(
+        PostgresOptions::new(postgres_url())
+            .table(&unique("absent"))
+            .create_table(false),
+    )
+    .unwrap_err();
+    let text = chain(&e);
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!e.is_transient());
+}
+
+#[test]
+fn a_custom_schema_is_created_and_used() {
+    let schema = unique("le_schema");
+    let p = PostgresProvider::new(PostgresOptions::new(postgres_url()).schema(&schema)).unwrap();
+    let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+    assert!(matches!(
+        p.try_acquire(&req, deadline()).unwrap(),
+        Acquisition::Acquired(_)
+    ));
+}
+
+#[test]
+fn server_down_at_start_fails_fast_or_retries_as_configured() {
+    let pg = PrivatePostgres::start(false);
+    pg.stop_server();
+    // Fail fast (the default): a clear, transient error naming the backend.
+    let start = Instant::now();
+    let e = PostgresProvider::new(PostgresOptions::new(pg.url("sslmode=disable"))).unwrap_err();
+    assert!(e.is_transient(), "{}", chain(&e));
+    assert!(e.to_string().contains("postgres"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // Lazy: the elector retries until the server is up.
+    let p = PostgresProvider::new(PostgresOptions::new(pg.url("sslmode=disable")).fail_fast(false))
+        .expect("lazy provider");
+    let e = Elector::builder(p)
+        .group("down-at-start")
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!e.is_leader());
+    pg.start_server();
+    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
+    assert!(
+        changes.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "no leadership within 20 s of the server starting"
+    );
+    e.shutdown().unwrap();
+}
+
+#[test]
+fn tls_with_sslmode_require() {
+    let pg = PrivatePostgres::start(true);
+    let url = pg.url("sslmode=require");
+    // Verified against the test CA: the whole conformance check passes over TLS.
+    let h = PgHarness {
+        url: url.clone(),
+        tls: PostgresTls::VerifyWithCa(pg.ca_file()),
+    };
+    leader_election::testing::first_acquirer_wins(&h);
+    leader_election::testing::release_lets_another_acquire_at_once(&h);
+    // The system roots do not know the test CA: a clear error, no password.
+    let e = PostgresProvider::new(PostgresOptions::new(&url)).unwrap_err();
+    let text = chain(&e);
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(!text.contains("leader-secret"), "{text}");
+    // libpq's `require` semantics, chosen explicitly.
+    let p = PostgresProvider::new(PostgresOptions::new(&url).tls(PostgresTls::NoVerify)).unwrap();
+    let req = AcquireRequest::new("tls-noverify", "a", Duration::from_secs(5));
+    assert!(matches!(
+        p.try_acquire(&req, deadline()).unwrap(),
+        Acquisition::Acquired(_)
+    ));
+    // A server without TLS refuses `sslmode=require` clients.
+    let plain = PrivatePostgres::start(false);
+    let e = PostgresProvider::new(PostgresOptions::new(plain.url("sslmode=require"))).unwrap_err();
+    assert!(
+        chain(&e).to_lowercase().contains("tls") || chain(&e).contains("ssl"),
+        "{}",
+        chain(&e)
+    );
+}
+
+#[test]
+fn release_wakes_a_follower_through_notify() {
+    let url = postgres_url();
+    let make = |id: &str, g: &str| {
+        Elector::builder(PostgresProvider::new(PostgresOptions::new(&url)).unwrap())
+            .group(g)
+            .participant_id(id)
+            .lease_ttl(Duration::from_secs(60))
+            .heartbeat_interval(Duration::from_secs(5))
+            .retry_interval(Duration::from_secs(30))
+            .start()
+            .unwrap()
+    };
+    let g = unique("handoff").replace('_', "-");
+    let a = make("a", &g);
+    a.subscribe().take_until_leader().for_each(drop);
+    let b = make("b", &g);
+    let b_changes = b.subscribe();
+    // b has campaigned once and now waits (retry 15–30 s, TTL 60 s).
+    assert!(matches!(
+        b_changes.recv_timeout(Duration::from_secs(10)),
+        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    a.shutdown().unwrap();
+    let acquired = b_changes.filter(|c| c.is_acquired()).next();
+    let took = start.elapsed();
+    assert!(acquired.is_some());
+    assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
+    eprintln!("postgres hand-off on release took {took:?}");
+}
+
+#[test]
+fn leader_steps_down_when_the_server_dies_and_recovers_after() {
+    let pg = PrivatePostgres::start(false);
+    let p = PostgresProvider::new(
+        PostgresOptions::new(pg.url("sslmode=disable"))
+            .command_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let e = Elector::builder(p)
+        .group("restart")
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let changes = e.subscribe();
+    let first = changes.by_ref_token();
+    pg.stop_server();
+    let stopped = Instant::now();
+    let lost = changes.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(
+            lost,
+            Ok(LeadershipChange::Lost {
+                reason: LostReason::DeadlinePassed,
+                ..
+            })
+        ),
+        "{lost:?}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "stepped down after {:?}",
+        stopped.elapsed()
+    );
+    assert!(!e.is_leader());
+    pg.start_server();
+    let again = changes.take_until_leader().last();
+    match again {
+        Some(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > first),
+        other => panic!("did not lead again: {other:?}"),
+    }
+    e.shutdown().unwrap();
+}
+
+/// Waits for the first `Acquired` and returns its token.
+trait FirstToken {
+    fn by_ref_token(&self) -> u64;
+}
+
+impl FirstToken for leader_election::Changes {
+    fn by_ref_token(&self) -> u64 {
+        loop {
+            match self.recv_timeout(Duration::from_secs(20)) {
+                Ok(LeadershipChange::Acquired { fencing_token, .. }) => return fencing_token,
+                Ok(_) => {}
+                Err(e) => panic!("no leadership: {e}"),
+            }
+        }
+    }
+}
