@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::time::{Duration, Instant};
 
 use common::{PrivatePostgres, postgres_url, unique};
@@ -113,7 +112,7 @@ fn an_unparsable_connection_string_does_not_echo_it() {
 fn a_missing_table_without_create_is_a_clear_error() {
     let e = PostgresProvider::new(
         PostgresOptions::new(postgres_url())
-            .table(&unique("absent"))
+            .table(unique("absent"))
             .create_table(false),
     )
     .unwrap_err();
@@ -214,7 +213,7 @@ fn release_wakes_a_follower_through_notify() {
     let a = make("a", &g);
     a.subscribe().take_until_leader().for_each(drop);
     let b = make("b", &g);
-    let b_changes = b.subscribe();
+    let mut b_changes = b.subscribe();
     // b has campaigned once and now waits (retry 15–30 s, TTL 60 s).
     assert!(matches!(
         b_changes.recv_timeout(Duration::from_secs(10)),
@@ -223,7 +222,7 @@ fn release_wakes_a_follower_through_notify() {
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     a.shutdown().unwrap();
-    let acquired = b_changes.filter(|c| c.is_acquired()).next();
+    let acquired = b_changes.find(|c| c.is_acquired());
     let took = start.elapsed();
     assert!(acquired.is_some());
     assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
