@@ -96,6 +96,8 @@ pub use providers::memory::MemoryProvider;
 pub use providers::postgres::{PostgresOptions, PostgresProvider};
 #[cfg(feature = "postgres")]
 pub use providers::postgres_tls::PostgresTls;
+#[cfg(feature = "redis")]
+pub use providers::redis::{RedisOptions, RedisProvider};
 
 /// Re-exported so users can `select!` on [`Changes::receiver`] without naming the crate.
 pub use crossbeam_channel;

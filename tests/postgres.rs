@@ -291,3 +291,18 @@ impl FirstToken for leader_election::Changes {
         }
     }
 }
+
+#[test]
+fn a_server_restart_costs_no_failed_call() {
+    let pg = PrivatePostgres::start(false);
+    let p = PostgresProvider::new(PostgresOptions::new(pg.url("sslmode=disable"))).unwrap();
+    let req = AcquireRequest::new("restart-call", "a", Duration::from_secs(30));
+    let Acquisition::Acquired(lease) = p.try_acquire(&req, deadline()).unwrap() else {
+        panic!("not acquired")
+    };
+    pg.stop_server();
+    pg.start_server();
+    // The pooled connection died with the server; the call transparently uses a new one.
+    let renewed = p.renew(&lease, deadline());
+    assert_eq!(renewed.ok(), Some(leader_election::Renewal::Renewed));
+}

@@ -8,5 +8,7 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres_tls;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) mod watchers;

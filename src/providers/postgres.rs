@@ -416,6 +416,35 @@ impl PostgresProvider {
         })
     }
 
+    /// Runs the statement `pick` selects with `params` on a pooled connection. A pooled
+    /// connection found dead (the server restarted since it was opened) is discarded and the
+    /// statement retried on another, up to the pool's size: every statement here is safe to
+    /// repeat.
+    fn query(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+        pick: fn(&Conn) -> &Statement,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        let mut attempts = self.pool.max_size() + 1;
+        loop {
+            let mut conn = self.conn(operation, deadline)?;
+            let stmt = pick(&conn).clone();
+            match conn.client.query(&stmt, params) {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    attempts -= 1;
+                    if conn.client.is_closed() && attempts > 0 && Instant::now() < deadline {
+                        log::debug!("postgres: pooled connection was dead ({e}); retrying");
+                        continue;
+                    }
+                    return Err(map_err(operation, e, self.command_timeout));
+                }
+            }
+        }
+    }
+
     /// Starts the LISTEN thread once.
     fn ensure_listener(&self) -> Result<()> {
         let mut listener = self.listener.lock();
@@ -551,21 +580,18 @@ impl Provider for PostgresProvider {
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
         validate::group(&request.group)?;
-        let mut conn = self.conn("acquire", deadline)?;
         let metadata = serde_json::to_string(&request.metadata).unwrap_or_else(|_| "{}".into());
-        let stmt = conn.acquire.clone();
-        let rows = conn
-            .client
-            .query(
-                &stmt,
-                &[
-                    &request.group,
-                    &request.participant_id,
-                    &ttl_ms(request.ttl),
-                    &metadata,
-                ],
-            )
-            .map_err(|e| map_err("acquire", e, self.command_timeout))?;
+        let rows = self.query(
+            "acquire",
+            deadline,
+            |c| &c.acquire,
+            &[
+                &request.group,
+                &request.participant_id,
+                &ttl_ms(request.ttl),
+                &metadata,
+            ],
+        )?;
         let Some(row) = rows.first() else {
             return Ok(Acquisition::Held(None));
         };
@@ -581,54 +607,52 @@ impl Provider for PostgresProvider {
     }
 
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
-        let mut conn = self.conn("renew", deadline)?;
         let token = to_i64("fencing_token", lease.info.fencing_token)?;
-        let stmt = conn.renew.clone();
-        let row = conn
-            .client
-            .query_one(
-                &stmt,
-                &[
-                    &lease.info.group,
-                    &lease.info.participant_id,
-                    &token,
-                    &ttl_ms(lease.ttl),
-                ],
-            )
-            .map_err(|e| map_err("renew", e, self.command_timeout))?;
+        let rows = self.query(
+            "renew",
+            deadline,
+            |c| &c.renew,
+            &[
+                &lease.info.group,
+                &lease.info.participant_id,
+                &token,
+                &ttl_ms(lease.ttl),
+            ],
+        )?;
+        let Some(row) = rows.first() else {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                operation: "renew",
+                transient: false,
+                source: "the renew statement returned no row".into(),
+            });
+        };
         if row.get::<_, bool>(0) {
             Ok(Renewal::Renewed)
         } else {
-            Ok(Renewal::Lost(info_from_row(&lease.info.group, &row, 1)?))
+            Ok(Renewal::Lost(info_from_row(&lease.info.group, row, 1)?))
         }
     }
 
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
-        let mut conn = self.conn("release", deadline)?;
         let token = to_i64("fencing_token", lease.info.fencing_token)?;
-        let stmt = conn.release.clone();
-        conn.client
-            .query(
-                &stmt,
-                &[
-                    &lease.info.group,
-                    &lease.info.participant_id,
-                    &token,
-                    &self.sql.channel,
-                ],
-            )
-            .map_err(|e| map_err("release", e, self.command_timeout))?;
+        self.query(
+            "release",
+            deadline,
+            |c| &c.release,
+            &[
+                &lease.info.group,
+                &lease.info.participant_id,
+                &token,
+                &self.sql.channel,
+            ],
+        )?;
         Ok(())
     }
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
         validate::group(group)?;
-        let mut conn = self.conn("leader", deadline)?;
-        let stmt = conn.leader.clone();
-        let rows = conn
-            .client
-            .query(&stmt, &[&group])
-            .map_err(|e| map_err("leader", e, self.command_timeout))?;
+        let rows = self.query("leader", deadline, |c| &c.leader, &[&group])?;
         match rows.first() {
             Some(row) => info_from_row(group, row, 0),
             None => Ok(None),

@@ -91,6 +91,54 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Makes a test CA (`dir/ca.crt`) and a server certificate for 127.0.0.1 signed by it, with
+/// the openssl command-line tool.
+pub fn make_tls_certs(dir: &Path, cert: &Path, key: &Path) {
+    let ca = dir.join("ca.crt");
+    let cakey = dir.join("ca.key");
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=leader-election test CA", "-keyout"])
+        .arg(&cakey)
+        .arg("-out")
+        .arg(&ca));
+    let csr = dir.join("server.csr");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(key)
+        .arg("-out")
+        .arg(&csr));
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&cakey)
+        .args(["-CAcreateserial", "-out"])
+        .arg(cert)
+        .arg("-extfile")
+        .arg(&ext));
+    run(Command::new("chmod").arg("600").arg(key));
+}
+
 /// A PostgreSQL instance of this test's own, in a temporary directory, on a free port, with a
 /// password-protected role `leader` (password `leader-secret`) and database `leader_election`.
 pub struct PrivatePostgres {
@@ -190,54 +238,17 @@ impl PrivatePostgres {
 
     fn make_certs(&self) {
         let data = self.data();
-        let d = |f: &str| data.join(f).display().to_string();
-        let ca = self.ca_file().display().to_string();
-        let cakey = self.dir.path().join("ca.key").display().to_string();
-        let mut c = Command::new("openssl");
-        c.args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=leader-election test CA",
-            "-keyout",
-            &cakey,
-            "-out",
-            &ca,
-        ]);
-        run(&mut c);
-        let csr = self.dir.path().join("server.csr").display().to_string();
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-            ])
-            .args(["-keyout", &d("server.key"), "-out", &csr]));
-        let ext = self.dir.path().join("ext.cnf");
-        std::fs::write(
-            &ext,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(Command::new("openssl")
-            .args([
-                "x509", "-req", "-days", "2", "-in", &csr, "-CA", &ca, "-CAkey", &cakey,
-            ])
-            .args(["-CAcreateserial", "-out", &d("server.crt"), "-extfile"])
-            .arg(&ext));
+        make_tls_certs(
+            self.dir.path(),
+            &data.join("server.crt"),
+            &data.join("server.key"),
+        );
         if is_root() {
-            run(Command::new("chown").args([
-                "postgres:postgres",
-                &d("server.key"),
-                &d("server.crt"),
-            ]));
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.key"))
+                .arg(data.join("server.crt")));
         }
-        run(Command::new("chmod").args(["600", &d("server.key")]));
     }
 
     fn data(&self) -> PathBuf {

@@ -1,0 +1,565 @@
+//! The Redis provider: `SET NX PX` leases checked by Lua scripts, pub/sub hand-off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::{Connection, ErrorKind, RedisError, Script, ServerErrorKind};
+
+use crate::error::{Error, Result};
+use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+use crate::provider::{Provider, Wakeup, Watch};
+use crate::providers::watchers::Watchers;
+use crate::validate;
+
+const BACKEND: &str = "redis";
+
+/// Takes the lease if free, with a token above every earlier one — even after Redis lost its
+/// data: `max(last token + 1, server time in µs)`.
+/// KEYS: lease, token counter. ARGV: TTL in ms, the record without its token.
+const ACQUIRE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then return {0, cur} end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local token = (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + 1
+if now_us > token then token = now_us end
+local tok = string.format('%.0f', token)
+redis.call('SET', KEYS[2], tok)
+local value = tok .. ' ' .. ARGV[2]
+redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[1])
+return {1, value}
+";
+
+/// Extends the lease if it still holds exactly this term's value.
+/// KEYS: lease. ARGV: the term's value, TTL in ms.
+const RENEW: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, ''}
+end
+return {0, cur or ''}
+";
+
+/// Deletes the lease if it still holds this term's value, and announces it.
+/// KEYS: lease. ARGV: the term's value, the events channel, the group.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Options of a [`RedisProvider`].
+///
+/// ```
+/// use leader_election::RedisOptions;
+/// use std::time::Duration;
+///
+/// let options = RedisOptions::new("rediss://app:secret@redis.internal:6380/0")
+///     .key_prefix("myapp:election:")
+///     .command_timeout(Duration::from_secs(2));
+/// assert!(!format!("{options:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct RedisOptions {
+    url: String,
+    key_prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    fail_fast: bool,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl RedisOptions {
+    /// Options for a URL — `redis://[user][:password@]host[:port][/db]`, or `rediss://` for
+    /// TLS (append `#insecure` to skip certificate checks) — with defaults: key prefix
+    /// `leader-election:`, 5 s connect and command timeouts, fail fast.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisOptions {
+            url: url.into(),
+            key_prefix: "leader-election:".into(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            fail_fast: true,
+            ca_file: None,
+        }
+    }
+
+    /// For `rediss://`: trust the CA certificates in this PEM file instead of the system's
+    /// root certificates.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The prefix of every key (default `leader-election:`): up to 64 characters from
+    /// `[A-Za-z0-9:._-]`. Group `G` uses keys `<prefix>{G}` and `<prefix>{G}:token`, which share
+    /// a cluster hash slot, and the channel `<prefix>events`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The longest a connection attempt may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest a command may wait for its reply (default 5 s; the call's deadline may
+    /// shorten it).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Whether [`RedisProvider::new`] connects at once and fails if it cannot (default
+    /// `true`). With `false` the elector's calls fail with transient errors until Redis is up.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("server", &describe(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("fail_fast", &self.fail_fast)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `scheme://host:port/db` of a URL, without user or password.
+fn describe(url: &str) -> String {
+    match redis::Client::open(url) {
+        Ok(c) => {
+            let info = c.get_connection_info();
+            format!("{}/{}", info.addr(), info.redis_settings().db())
+        }
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > 64 {
+        return Err(Error::config("key_prefix", "must be at most 64 characters"));
+    }
+    if let Some(bad) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-')))
+    {
+        return Err(Error::config(
+            "key_prefix",
+            format!("contains the character {bad:?}; allowed are letters, digits and :._-"),
+        ));
+    }
+    Ok(())
+}
+
+/// Elects through one Redis key per group.
+///
+/// Acquire is one Lua script: if the key is absent it takes a fencing token and writes
+/// `"<token> <record>"` with `SET NX PX <ttl>`. Renew and release are Lua scripts that act only
+/// if the key still holds exactly that value — same holder, same token — one round trip each.
+/// Expiry is Redis's own key expiry. A release publishes on `<prefix>events`, and a listener
+/// thread (one per provider, started by the first [`Provider::watch`]) wakes waiting followers
+/// at once.
+///
+/// **Data loss.** If Redis loses its data (a restart without persistence, a flush), the old
+/// leader's next renew finds the key gone and it steps down — by its own deadline at the
+/// latest. Tokens never go backwards even then: each token is `max(previous + 1, server time
+/// in µs)`, so after the counter is lost tokens continue from the server's clock, which is
+/// past every earlier token unless that clock was stepped back. The same holds for evictions.
+/// Failover to an asynchronously replicated replica can lose a recent acquisition: use one
+/// primary, or accept that risk.
+///
+/// Passwords, ACL users (`redis://user:password@host`) and TLS (`rediss://`) come through the
+/// URL, which never appears in logs, errors or `Debug` output.
+///
+/// ```no_run
+/// use leader_election::{Elector, RedisOptions, RedisProvider};
+///
+/// let provider = RedisProvider::new(RedisOptions::new("redis://127.0.0.1:6379/"))?;
+/// let elector = Elector::builder(provider).group("billing").start()?;
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+pub struct RedisProvider {
+    client: redis::Client,
+    conn: Mutex<Option<Connection>>,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    prefix: String,
+    channel: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    watchers: Watchers,
+    listener: Mutex<Option<Arc<AtomicBool>>>,
+    server: String,
+}
+
+impl RedisProvider {
+    /// Checks the options and builds the provider; with `fail_fast` (the default) it also
+    /// connects, failing with a clear error if it cannot.
+    pub fn new(options: RedisOptions) -> Result<Self> {
+        validate_prefix(&options.key_prefix)?;
+        for (field, d) in [
+            ("connect_timeout", options.connect_timeout),
+            ("command_timeout", options.command_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(Error::config(field, "must be at least 1 ms"));
+            }
+        }
+        // Never echo the URL: it may carry a password.
+        let bad_url = |_| {
+            Error::config(
+                "url",
+                "is not a valid Redis URL (expected redis://[user][:password@]host[:port][/db] \
+                 or rediss://… for TLS)",
+            )
+        };
+        let client = match &options.ca_file {
+            None => redis::Client::open(options.url.as_str()).map_err(bad_url)?,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::config("ca_file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::open(options.url.as_str()).map_err(bad_url)?;
+                redis::Client::build_with_tls(options.url.as_str(), certs).map_err(|_| {
+                    Error::config(
+                        "ca_file",
+                        format!("{} holds no usable PEM certificate", path.display()),
+                    )
+                })?
+            }
+        };
+        let provider = RedisProvider {
+            client,
+            conn: Mutex::new(None),
+            acquire: Script::new(ACQUIRE),
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+            channel: format!("{}events", options.key_prefix),
+            prefix: options.key_prefix,
+            connect_timeout: options.connect_timeout,
+            command_timeout: options.command_timeout,
+            watchers: Watchers::default(),
+            listener: Mutex::new(None),
+            server: describe(&options.url),
+        };
+        if options.fail_fast {
+            let deadline = Instant::now() + options.connect_timeout + options.command_timeout;
+            provider.with_conn("connect", deadline, |c| {
+                redis::cmd("PING").query::<String>(c).map(drop)
+            })?;
+        }
+        Ok(provider)
+    }
+
+    fn lease_key(&self, group: &str) -> String {
+        format!("{}{{{group}}}", self.prefix)
+    }
+
+    fn token_key(&self, group: &str) -> String {
+        format!("{}{{{group}}}:token", self.prefix)
+    }
+
+    /// Runs `f` on the provider's connection (connecting first if needed) with socket timeouts
+    /// bounded by `deadline`; a connection that failed is dropped. If a reused connection
+    /// turns out dead (the server restarted since), `f` runs once more on a new one: every
+    /// script here is safe to repeat.
+    fn with_conn<T>(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let mut slot = self.conn.lock();
+        let remaining = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        let mut retried = false;
+        loop {
+            let reused = slot.is_some();
+            if slot.is_none() {
+                let timeout = self.connect_timeout.min(remaining());
+                let conn = self
+                    .client
+                    .get_connection_with_timeout(timeout)
+                    .map_err(|e| map_err(operation, e, timeout))?;
+                *slot = Some(conn);
+            }
+            let Some(conn) = slot.as_mut() else {
+                return Err(Error::ShutDown);
+            };
+            let timeout = self.command_timeout.min(remaining());
+            let result = conn
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| conn.set_write_timeout(Some(timeout)))
+                .and_then(|()| f(conn));
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let broken = e.is_io_error()
+                        || e.is_timeout()
+                        || e.is_connection_dropped()
+                        || e.is_unrecoverable_error();
+                    if broken {
+                        *slot = None;
+                    }
+                    let stale = broken && !e.is_timeout() && reused;
+                    if stale && !retried && Instant::now() < deadline {
+                        log::debug!("redis: connection was dead ({e}); reconnecting once");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(map_err(operation, e, timeout));
+                }
+            }
+        }
+    }
+
+    /// Parses a lease value `"<token> <record>"`.
+    fn parse(&self, group: &str, value: &str) -> Result<LeaderInfo> {
+        let corrupt = |detail: String| Error::Corrupt {
+            backend: BACKEND,
+            group: group.to_owned(),
+            detail,
+        };
+        let (token, record) = value
+            .split_once(' ')
+            .ok_or_else(|| corrupt("expected \"<token> <record>\"".into()))?;
+        let token: u64 = token
+            .parse()
+            .map_err(|_| corrupt(format!("bad token {token:?}")))?;
+        let mut info = LeaderInfo::from_json(BACKEND, group, record)?;
+        info.fencing_token = token;
+        Ok(info)
+    }
+
+    fn ensure_listener(&self) -> Result<()> {
+        let mut listener = self.listener.lock();
+        if listener.is_some() {
+            return Ok(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Listener {
+            client: self.client.clone(),
+            channel: self.channel.clone(),
+            watchers: self.watchers.clone(),
+            stop: stop.clone(),
+            connect_timeout: self.connect_timeout,
+        };
+        std::thread::Builder::new()
+            .name("le-redis-sub".into())
+            .spawn(move || ctx.run())
+            .map_err(|e| Error::io("spawning the pub/sub thread", e))?;
+        *listener = Some(stop);
+        Ok(())
+    }
+}
+
+impl Drop for RedisProvider {
+    fn drop(&mut self) {
+        if let Some(stop) = self.listener.lock().take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisProvider")
+            .field("server", &self.server)
+            .field("key_prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(operation: &'static str, e: RedisError, timeout: Duration) -> Error {
+    if e.is_timeout() {
+        return Error::Timeout {
+            backend: BACKEND,
+            operation,
+            timeout,
+        };
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        return Error::Unavailable {
+            backend: BACKEND,
+            source: Box::new(e),
+        };
+    }
+    let transient = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+        )
+    ) || matches!(e.code(), Some("LOADING" | "BUSY" | "READONLY"));
+    Error::Backend {
+        backend: BACKEND,
+        operation,
+        transient,
+        source: Box::new(e),
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Provider for RedisProvider {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
+        validate::group(&request.group)?;
+        // The record without its token (Lua prefixes the token it picks).
+        let record = LeaderInfo::new(
+            &request.group,
+            &request.participant_id,
+            0,
+            request.metadata.clone(),
+        )
+        .to_json();
+        let (acquired, value): (i64, String) = self.with_conn("acquire", deadline, |c| {
+            self.acquire
+                .key(self.lease_key(&request.group))
+                .key(self.token_key(&request.group))
+                .arg(ttl_ms(request.ttl))
+                .arg(&record)
+                .invoke(c)
+        })?;
+        let info = self.parse(&request.group, &value)?;
+        if acquired == 1 {
+            Ok(Acquisition::Acquired(Lease::new(info, request.ttl, value)))
+        } else {
+            Ok(Acquisition::Held(Some(info)))
+        }
+    }
+
+    fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
+        let group = &lease.info.group;
+        let (renewed, current): (i64, String) = self.with_conn("renew", deadline, |c| {
+            self.renew
+                .key(self.lease_key(group))
+                .arg(&lease.handle)
+                .arg(ttl_ms(lease.ttl))
+                .invoke(c)
+        })?;
+        if renewed == 1 {
+            Ok(Renewal::Renewed)
+        } else if current.is_empty() {
+            Ok(Renewal::Lost(None))
+        } else {
+            Ok(Renewal::Lost(self.parse(group, &current).ok()))
+        }
+    }
+
+    fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
+        let group = &lease.info.group;
+        self.with_conn("release", deadline, |c| {
+            self.release
+                .key(self.lease_key(group))
+                .arg(&lease.handle)
+                .arg(&self.channel)
+                .arg(group)
+                .invoke::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
+        validate::group(group)?;
+        let value: Option<String> = self.with_conn("leader", deadline, |c| {
+            redis::cmd("GET").arg(self.lease_key(group)).query(c)
+        })?;
+        value.map(|v| self.parse(group, &v)).transpose()
+    }
+
+    fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
+        self.ensure_listener()?;
+        Ok(Some(self.watchers.add(group, wakeup)))
+    }
+}
+
+/// The pub/sub thread's state.
+struct Listener {
+    client: redis::Client,
+    channel: String,
+    watchers: Watchers,
+    stop: Arc<AtomicBool>,
+    connect_timeout: Duration,
+}
+
+impl Listener {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn pause(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopped() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+    }
+
+    fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stopped() {
+            match self.subscribe_and_listen(&mut backoff) {
+                Ok(()) => {}
+                Err(e) => log::warn!("redis: pub/sub connection failed, retrying: {e}"),
+            }
+            self.pause(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        log::debug!("redis: pub/sub thread stopped");
+    }
+
+    fn subscribe_and_listen(&self, backoff: &mut Duration) -> redis::RedisResult<()> {
+        let mut conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
+        conn.set_write_timeout(Some(self.connect_timeout))?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
+        pubsub.subscribe(&self.channel)?;
+        *backoff = Duration::from_millis(100);
+        // Releases may have been missed while disconnected.
+        self.watchers.wake_all();
+        while !self.stopped() {
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    if let Ok(group) = msg.get_payload::<String>() {
+                        self.watchers.wake(&group);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
