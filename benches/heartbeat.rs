@@ -63,6 +63,49 @@ fn file(c: &mut Criterion) {
 #[cfg(not(feature = "file"))]
 fn file(_: &mut Criterion) {}
 
+/// The same provider bench next to one raw round trip of the same client library, when the
+/// server answers; otherwise a note.
+#[cfg(feature = "postgres")]
+fn postgres(c: &mut Criterion) {
+    let url = std::env::var("LE_POSTGRES_URL").unwrap_or_else(|_| {
+        "postgres://leader:leader-secret@127.0.0.1:5432/leader_election?sslmode=disable".into()
+    });
+    let p =
+        match leader_election::PostgresProvider::new(leader_election::PostgresOptions::new(&url)) {
+            Ok(p) => p,
+            Err(e) => return eprintln!("postgres: skipped, server not reachable: {e}"),
+        };
+    let mut raw = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("raw client");
+    let select1 = raw.prepare("SELECT 1").expect("prepare");
+    c.bench_function("postgres/raw SELECT 1", |b| {
+        b.iter(|| black_box(raw.query_one(&select1, &[]).expect("SELECT 1")))
+    });
+    bench_provider(c, "postgres", &p);
+}
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &mut Criterion) {}
+
+#[cfg(feature = "redis")]
+fn redis(c: &mut Criterion) {
+    let url = std::env::var("LE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let p = match leader_election::RedisProvider::new(leader_election::RedisOptions::new(&url)) {
+        Ok(p) => p,
+        Err(e) => return eprintln!("redis: skipped, server not reachable: {e}"),
+    };
+    let mut raw = ::redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("raw client");
+    c.bench_function("redis/raw PING", |b| {
+        b.iter(|| {
+            let pong: String = ::redis::cmd("PING").query(&mut raw).expect("PING");
+            black_box(pong)
+        })
+    });
+    bench_provider(c, "redis", &p);
+}
+#[cfg(not(feature = "redis"))]
+fn redis(_: &mut Criterion) {}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -73,6 +116,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file
+    targets = memory, file, postgres, redis
 }
 criterion_main!(benches);

@@ -4,6 +4,8 @@
 //! cargo run --example sample -- memory
 //! cargo run --example sample -- file [DIR]          # run it in two terminals, kill one
 //! cargo run --example sample -- file /tmp/le --for 10
+//! cargo run --example sample --features postgres -- postgres postgres://user:pw@127.0.0.1/db
+//! cargo run --example sample --features redis -- redis redis://127.0.0.1:6379/
 //! ```
 //!
 //! Options after the backend: `--group NAME` (default `sample`), `--for SECONDS` (default:
@@ -16,7 +18,8 @@ use leader_election::{Elector, LeadershipChange, Provider};
 fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
-         backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)"
+         backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
+         postgres URL (feature postgres)\n  redis URL    (feature redis)"
     );
     std::process::exit(2)
 }
@@ -30,6 +33,20 @@ fn provider(backend: &str, arg: Option<&str>) -> Result<Box<dyn Provider>, leade
                 .unwrap_or_else(|| std::env::temp_dir().join("leader-election-sample"));
             println!("lock directory: {}", std::path::Path::new(&dir).display());
             Box::new(leader_election::FileProvider::new(dir)?)
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = arg.unwrap_or_else(|| usage());
+            Box::new(leader_election::PostgresProvider::new(
+                leader_election::PostgresOptions::new(url),
+            )?)
+        }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let url = arg.unwrap_or_else(|| usage());
+            Box::new(leader_election::RedisProvider::new(
+                leader_election::RedisOptions::new(url),
+            )?)
         }
         _ => usage(),
     })

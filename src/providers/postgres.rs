@@ -382,7 +382,15 @@ impl PostgresProvider {
                 .connect_conn()
                 .map_err(|e| map_err("connect", e, options.connect_timeout))?;
         }
+        // One pool thread, and no lingering after the provider is dropped (r2d2's default
+        // pool keeps three threads until the next scheduled reaping, up to 30 s later).
+        let threads = scheduled_thread_pool::ScheduledThreadPool::builder()
+            .num_threads(1)
+            .thread_name_pattern("le-pg-pool-{}")
+            .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
+            .build();
         let pool = r2d2::Pool::builder()
+            .thread_pool(Arc::new(threads))
             .max_size(options.pool_size)
             .min_idle(Some(0))
             .test_on_check_out(false)

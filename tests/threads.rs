@@ -1,0 +1,45 @@
+//! No thread outlives its elector and provider: heartbeat, I/O, LISTEN and pub/sub threads and
+//! connection pools all end after shutdown and drop. Alone in its own test binary, so the
+//! process's thread count is this test's.
+#![cfg(all(feature = "postgres", feature = "redis"))]
+
+mod common;
+
+use std::time::Duration;
+
+use leader_election::{
+    ChangesExt, Elector, MemoryProvider, PostgresOptions, PostgresProvider, Provider, RedisOptions,
+    RedisProvider,
+};
+
+fn lead_and_stop(provider: impl Provider, group: &str) {
+    let a = Elector::builder(provider)
+        .group(group)
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(300))
+        .retry_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    a.subscribe().take_until_leader().for_each(drop);
+    std::thread::sleep(Duration::from_millis(500)); // renews, watch established
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn no_thread_outlives_its_elector() {
+    let before = common::thread_count();
+    for round in 0..3 {
+        let g = common::unique("threads").replace('_', "-");
+        lead_and_stop(MemoryProvider::new(), &g);
+        let pg = PostgresProvider::new(PostgresOptions::new(common::postgres_url())).unwrap();
+        lead_and_stop(pg, &g);
+        let redis = RedisProvider::new(RedisOptions::new(common::redis_url())).unwrap();
+        lead_and_stop(redis, &g);
+        assert!(
+            common::wait_for(Duration::from_secs(10), || common::thread_count() <= before),
+            "round {round}: {} threads after shutdown, {before} before: {:?}",
+            common::thread_count(),
+            common::thread_names()
+        );
+    }
+}
