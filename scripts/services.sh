@@ -160,7 +160,6 @@ cmd=${1:-}; shift || true
 services=("$@"); ((${#services[@]})) || services=("${ALL[@]}")
 case $cmd in
   install)
-    apt_install unixodbc unixodbc-dev
     for s in "${services[@]}"; do "$(fn_prefix "$s")_install"; done ;;
   up) for s in "${services[@]}"; do "$(fn_prefix "$s")_up"; done ;;
   down) for s in "${services[@]}"; do "$(fn_prefix "$s")_down"; done ;;
