@@ -106,6 +106,61 @@ fn redis(c: &mut Criterion) {
 #[cfg(not(feature = "redis"))]
 fn redis(_: &mut Criterion) {}
 
+#[cfg(feature = "zookeeper")]
+fn zookeeper(c: &mut Criterion) {
+    use leader_election::{Wakeup, ZooKeeperOptions, ZooKeeperProvider};
+    let hosts = std::env::var("LE_ZOOKEEPER_HOSTS").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let options = ZooKeeperOptions::new(&hosts)
+        .root_path(format!("/le-bench-{}", std::process::id()))
+        .session_timeout(Duration::from_secs(30));
+    let (a, b) = match (
+        ZooKeeperProvider::new(options.clone()),
+        ZooKeeperProvider::new(options),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return eprintln!("zookeeper: skipped, server not reachable: {e}");
+        }
+    };
+    let raw = ::zookeeper::ZooKeeper::connect(&hosts, Duration::from_secs(30), |_| {})
+        .expect("raw client");
+    c.bench_function("zookeeper/raw exists", |bch| {
+        bch.iter(|| black_box(raw.exists("/", false).expect("exists")))
+    });
+    bench_provider(c, "zookeeper", &a);
+
+    // Hand-off: from the leader's release to its watching successor holding the lease.
+    let g = group("zookeeper-handoff");
+    let (wakeup, woken) = Wakeup::channel();
+    let _watch = b.watch(&g, wakeup).expect("watch");
+    c.bench_function("zookeeper/hand-off on release", |bch| {
+        bch.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let la = acquire(&a, &g, "a");
+                let req_b = AcquireRequest::new(&g, "b", Duration::from_secs(30));
+                assert!(matches!(
+                    b.try_acquire(&req_b, deadline()).expect("campaign"),
+                    Acquisition::Held(_)
+                ));
+                while woken.try_recv().is_ok() {}
+                let start = Instant::now();
+                a.release(&la, deadline()).expect("release");
+                woken.recv_timeout(Duration::from_secs(5)).expect("wake-up");
+                let lb = match b.try_acquire(&req_b, deadline()).expect("acquire") {
+                    Acquisition::Acquired(l) => l,
+                    Acquisition::Held(l) => panic!("still held by {l:?}"),
+                };
+                total += start.elapsed();
+                b.release(&lb, deadline()).expect("release");
+            }
+            total
+        })
+    });
+}
+#[cfg(not(feature = "zookeeper"))]
+fn zookeeper(_: &mut Criterion) {}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -116,6 +171,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file, postgres, redis
+    targets = memory, file, postgres, redis, zookeeper
 }
 criterion_main!(benches);

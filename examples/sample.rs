@@ -6,6 +6,7 @@
 //! cargo run --example sample -- file /tmp/le --for 10
 //! cargo run --example sample --features postgres -- postgres postgres://user:pw@127.0.0.1/db
 //! cargo run --example sample --features redis -- redis redis://127.0.0.1:6379/
+//! cargo run --example sample --features zookeeper -- zookeeper 127.0.0.1:2181
 //! ```
 //!
 //! Options after the backend: `--group NAME` (default `sample`), `--for SECONDS` (default:
@@ -19,7 +20,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         postgres URL (feature postgres)\n  redis URL    (feature redis)"
+         postgres URL (feature postgres)\n  redis URL    (feature redis)\n  \
+         zookeeper HOSTS (feature zookeeper)"
     );
     std::process::exit(2)
 }
@@ -46,6 +48,14 @@ fn provider(backend: &str, arg: Option<&str>) -> Result<Box<dyn Provider>, leade
             let url = arg.unwrap_or_else(|| usage());
             Box::new(leader_election::RedisProvider::new(
                 leader_election::RedisOptions::new(url),
+            )?)
+        }
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => {
+            let hosts = arg.unwrap_or_else(|| usage());
+            Box::new(leader_election::ZooKeeperProvider::new(
+                leader_election::ZooKeeperOptions::new(hosts)
+                    .session_timeout(Duration::from_secs(6)),
             )?)
         }
         _ => usage(),

@@ -28,6 +28,7 @@ enum Call {
     Acquire(AcquireRequest),
     Renew(Lease),
     Release(Lease),
+    Withdraw(String, String),
     Watch(String, Wakeup),
 }
 
@@ -96,13 +97,16 @@ pub(crate) fn spawn(
 fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outcome)>) {
     let mut orphaned = false;
     for job in jobs {
-        if orphaned && !matches!(job.call, Call::Release(_)) {
+        if orphaned && !matches!(job.call, Call::Release(_) | Call::Withdraw(..)) {
             continue;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| match &job.call {
             Call::Acquire(req) => Outcome::Acquire(provider.try_acquire(req, job.deadline)),
             Call::Renew(lease) => Outcome::Renew(provider.renew(lease, job.deadline)),
             Call::Release(lease) => Outcome::Release(provider.release(lease, job.deadline)),
+            Call::Withdraw(group, id) => {
+                Outcome::Release(provider.withdraw(group, id, job.deadline))
+            }
             Call::Watch(group, wakeup) => Outcome::Watch(provider.watch(group, wakeup.clone())),
         }))
         .unwrap_or_else(|_| {
@@ -115,7 +119,7 @@ fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outco
             match job.call {
                 Call::Acquire(_) => Outcome::Acquire(Err(err())),
                 Call::Renew(_) => Outcome::Renew(Err(err())),
-                Call::Release(_) => Outcome::Release(Err(err())),
+                Call::Release(_) | Call::Withdraw(..) => Outcome::Release(Err(err())),
                 Call::Watch(..) => Outcome::Watch(Err(err())),
             }
         });
@@ -413,6 +417,11 @@ impl Heartbeat {
             f.discard = true;
         }
         self.step_down(LostReason::ShutDown, true);
+        let withdraw = Call::Withdraw(
+            self.config.group.clone(),
+            self.config.participant_id.clone(),
+        );
+        self.send(withdraw, Instant::now() + self.config.heartbeat_interval);
         let give_up_at = Instant::now()
             + self
                 .config

@@ -98,6 +98,8 @@ pub use providers::postgres::{PostgresOptions, PostgresProvider};
 pub use providers::postgres_tls::PostgresTls;
 #[cfg(feature = "redis")]
 pub use providers::redis::{RedisOptions, RedisProvider};
+#[cfg(feature = "zookeeper")]
+pub use providers::zookeeper::{ZooKeeperAcl, ZooKeeperOptions, ZooKeeperProvider};
 
 /// Re-exported so users can `select!` on [`Changes::receiver`] without naming the crate.
 pub use crossbeam_channel;

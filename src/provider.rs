@@ -71,6 +71,16 @@ pub trait Provider: Send + Sync + 'static {
     /// Must not block past `deadline`.
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()>;
 
+    /// Takes `participant_id` out of the running for `group`: the elector calls it when it
+    /// stops (after releasing any lease). Backends that keep a place in a queue for a
+    /// campaigning participant (ZooKeeper's sequential nodes) must drop it, so a participant
+    /// that no longer runs can never end up holding the group. The default does nothing.
+    /// Must not block past `deadline`.
+    fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
+        let _ = (group, participant_id, deadline);
+        Ok(())
+    }
+
     /// Reads who leads `group` now, without campaigning. `None` when nobody does (or the
     /// record expired). Must not block past `deadline`.
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>>;
@@ -182,6 +192,9 @@ macro_rules! forward_provider {
             }
             fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
                 (**self).release(lease, deadline)
+            }
+            fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
+                (**self).withdraw(group, participant_id, deadline)
             }
             fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
                 (**self).leader(group, deadline)

@@ -17,7 +17,7 @@ pub enum Operation {
     Acquire,
     /// [`Provider::renew`].
     Renew,
-    /// [`Provider::release`].
+    /// [`Provider::release`] and [`Provider::withdraw`].
     Release,
     /// [`Provider::leader`].
     Leader,
@@ -246,6 +246,11 @@ impl<P: Provider> Provider for FaultyProvider<P> {
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
         self.faults.apply(Operation::Release)?;
         self.inner.release(lease, deadline)
+    }
+
+    fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
+        self.faults.apply(Operation::Release)?;
+        self.inner.withdraw(group, participant_id, deadline)
     }
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {

@@ -10,5 +10,7 @@ pub(crate) mod postgres;
 pub(crate) mod postgres_tls;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "postgres", feature = "redis", feature = "zookeeper"))]
 pub(crate) mod watchers;
+#[cfg(feature = "zookeeper")]
+pub(crate) mod zookeeper;

@@ -1,0 +1,273 @@
+//! The ZooKeeper provider against a live server: the conformance suite on the shared server
+//! (`LE_ZOOKEEPER_HOSTS`), then session expiry, restarts and process death on private servers.
+#![cfg(feature = "zookeeper")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PrivateZooKeeper, unique, zookeeper_hosts};
+use leader_election::testing::Harness;
+use leader_election::{
+    AcquireRequest, Acquisition, Elector, Error, EventKinds, LeadershipChange, LostReason,
+    Provider, ZooKeeperAcl, ZooKeeperOptions, ZooKeeperProvider,
+};
+
+struct ZkHarness {
+    options: ZooKeeperOptions,
+}
+
+impl Harness for ZkHarness {
+    type Provider = ZooKeeperProvider;
+    fn client(&self) -> ZooKeeperProvider {
+        ZooKeeperProvider::new(self.options.clone())
+            .unwrap_or_else(|e| panic!("cannot reach ZooKeeper at LE_ZOOKEEPER_HOSTS: {e}"))
+    }
+    fn lease_outlives_client(&self) -> bool {
+        false // dropping a client closes its session, and its ephemeral nodes go with it
+    }
+    fn pushes_changes(&self) -> bool {
+        true
+    }
+}
+
+fn options(hosts: &str) -> ZooKeeperOptions {
+    ZooKeeperOptions::new(hosts)
+        .root_path(format!("/le-test/{}", unique("run")))
+        .session_timeout(Duration::from_secs(4))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+fn shared() -> ZkHarness {
+    ZkHarness {
+        options: options(&zookeeper_hosts()),
+    }
+}
+
+leader_election::conformance_tests!(conformance, super::shared());
+
+fn elector(p: ZooKeeperProvider, group: &str, id: &str) -> Elector {
+    Elector::builder(p)
+        .group(group)
+        .participant_id(id)
+        .lease_ttl(Duration::from_secs(4))
+        .safety_margin(Duration::from_millis(400))
+        .heartbeat_interval(Duration::from_millis(800))
+        .retry_interval(Duration::from_millis(300))
+        .start()
+        .unwrap()
+}
+
+fn first_token(changes: &leader_election::Changes, within: Duration) -> (u64, Instant) {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(LeadershipChange::Acquired { fencing_token, .. }) =
+            changes.recv_timeout(Duration::from_millis(100))
+        {
+            return (fencing_token, Instant::now());
+        }
+    }
+    panic!("no leadership within {within:?}");
+}
+
+#[test]
+fn hand_off_on_release_is_driven_by_the_watch() {
+    let opts = options(&zookeeper_hosts());
+    let g = "handoff";
+    // A retry interval of 30 s: only the predecessor watch can make b lead within seconds.
+    let slow = |id: &str| {
+        Elector::builder(ZooKeeperProvider::new(opts.clone()).unwrap())
+            .group(g)
+            .participant_id(id)
+            .lease_ttl(Duration::from_secs(4))
+            .heartbeat_interval(Duration::from_secs(1))
+            .retry_interval(Duration::from_secs(30))
+            .start()
+            .unwrap()
+    };
+    let a = slow("a");
+    let ta = first_token(&a.subscribe(), Duration::from_secs(20)).0;
+    let b = slow("b");
+    let b_changes = b.subscribe();
+    assert!(matches!(
+        b_changes.recv_timeout(Duration::from_secs(10)),
+        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    a.resign();
+    let (tb, at) = first_token(&b_changes, Duration::from_secs(10));
+    assert!(tb > ta);
+    eprintln!("zookeeper hand-off on resign took {:?}", at - start);
+}
+
+#[test]
+fn options_are_checked_and_secrets_stay_out_of_errors() {
+    let e = ZooKeeperProvider::new(ZooKeeperOptions::new("127.0.0.1:2181").root_path("relative"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "root_path",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ZooKeeperProvider::new(ZooKeeperOptions::new("not a host")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "connect",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ZooKeeperProvider::new(
+        ZooKeeperOptions::new(zookeeper_hosts()).acl(ZooKeeperAcl::CreatorAll),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidConfig { field: "acl", .. }),
+        "{e}"
+    );
+    // A lease longer than the session is refused: it could outlive its node.
+    let p = ZooKeeperProvider::new(options(&zookeeper_hosts())).unwrap();
+    let req = AcquireRequest::new("g", "a", Duration::from_secs(30));
+    let e = p
+        .try_acquire(&req, Instant::now() + Duration::from_secs(5))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "lease_ttl",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let o = options(&zookeeper_hosts()).digest("u", "Sup3r-Secret");
+    assert!(!format!("{o:?}").contains("Sup3r-Secret"));
+}
+
+#[test]
+fn digest_auth_with_creator_acls() {
+    let o = options(&zookeeper_hosts())
+        .digest("le-user", "Sup3r-Secret")
+        .acl(ZooKeeperAcl::CreatorAllWorldRead);
+    let h = ZkHarness { options: o.clone() };
+    leader_election::testing::first_acquirer_wins(&h);
+    leader_election::testing::participant_and_metadata_round_trip(&h);
+    // Another identity can read who leads but cannot join the election.
+    let p = h.client();
+    let req = AcquireRequest::new("acl", "a", Duration::from_secs(4));
+    let Acquisition::Acquired(_l) = p
+        .try_acquire(&req, Instant::now() + Duration::from_secs(5))
+        .unwrap()
+    else {
+        panic!("not acquired")
+    };
+    let intruder = ZooKeeperProvider::new(o.digest("other", "Wr0ng")).unwrap();
+    let seen = intruder
+        .leader("acl", Instant::now() + Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(seen.map(|l| l.participant_id).as_deref(), Some("a"));
+    let req = AcquireRequest::new("acl", "intruder", Duration::from_secs(4));
+    let e = intruder
+        .try_acquire(&req, Instant::now() + Duration::from_secs(5))
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(!format!("{e} {e:?}").contains("Wr0ng"));
+}
+
+#[test]
+fn frozen_server_leader_steps_down_by_its_deadline_then_someone_leads() {
+    let zk = PrivateZooKeeper::start();
+    let opts = options(&zk.hosts());
+    let a = elector(ZooKeeperProvider::new(opts.clone()).unwrap(), "freeze", "a");
+    let a_changes = a.subscribe();
+    let (ta, _) = first_token(&a_changes, Duration::from_secs(20));
+    let b = elector(ZooKeeperProvider::new(opts).unwrap(), "freeze", "b");
+    let b_changes = b.subscribe_filtered(EventKinds::ACQUIRED);
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = a.leader_deadline().expect("a leads");
+    zk.freeze();
+    let lost = a_changes.recv_timeout(Duration::from_secs(10));
+    let lost_at = Instant::now();
+    assert!(
+        matches!(
+            lost,
+            Ok(LeadershipChange::Lost {
+                reason: LostReason::DeadlinePassed,
+                ..
+            })
+        ),
+        "{lost:?}"
+    );
+    assert!(
+        lost_at < deadline + Duration::from_secs(1),
+        "late step-down"
+    );
+    assert!(!a.is_leader());
+    // Frozen past the session timeout: on thaw the server expires both sessions.
+    std::thread::sleep(Duration::from_secs(3));
+    zk.thaw();
+    let leader_changes = [a.subscribe_filtered(EventKinds::ACQUIRED), b_changes];
+    let end = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        if let Some(t) = leader_changes
+            .iter()
+            .find_map(|c| match c.try_recv_token() {
+                Some(t) if t > ta => Some(t),
+                _ => None,
+            })
+        {
+            break t;
+        }
+        assert!(Instant::now() < end, "nobody led within 30 s of the thaw");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(token > ta, "a new session, a new node, a new token");
+    assert!(!(a.is_leader() && b.is_leader()));
+}
+
+#[test]
+fn zookeeper_restart_with_a_leader() {
+    let mut zk = PrivateZooKeeper::start();
+    let a = elector(
+        ZooKeeperProvider::new(options(&zk.hosts())).unwrap(),
+        "restart",
+        "a",
+    );
+    let changes = a.subscribe();
+    let (ta, _) = first_token(&changes, Duration::from_secs(20));
+    zk.kill_server();
+    match changes.recv_timeout(Duration::from_secs(10)) {
+        Ok(LeadershipChange::Lost {
+            reason: LostReason::DeadlinePassed,
+            ..
+        }) => {}
+        other => panic!("expected a deadline step-down, got {other:?}"),
+    }
+    zk.start_server();
+    let (tb, _) = first_token(&changes, Duration::from_secs(40));
+    assert!(tb > ta);
+    a.shutdown().unwrap();
+}
+
+trait TryToken {
+    fn try_recv_token(&self) -> Option<u64>;
+}
+
+impl TryToken for leader_election::Changes {
+    fn try_recv_token(&self) -> Option<u64> {
+        self.try_iter().find_map(|c| match c {
+            LeadershipChange::Acquired { fencing_token, .. } => Some(fencing_token),
+            _ => None,
+        })
+    }
+}
