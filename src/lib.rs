@@ -57,6 +57,9 @@
 //! | [`MemoryProvider`] | always | in-process map, monotonic-clock TTL |
 //! | [`FileProvider`] | `file` (default) | exclusive OS file lock per group, one machine |
 //! | [`FaultyProvider`] | always | wraps any provider and injects failures, latency, hangs |
+//! | `PostgresProvider` | `postgres` | row per group, expiry on the database clock, NOTIFY |
+//! | `RedisProvider` | `redis` | `SET NX PX` + Lua, pub/sub hand-off |
+//! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
 //!
 //! Implement [`Provider`] for anything else. With the `testing` feature,
 //! [`testing`] holds the conformance suite every provider must pass.
