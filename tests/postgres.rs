@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PrivatePostgres, postgres_url, unique};
+use common::{PrivatePostgres, chain, postgres_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
     AcquireRequest, Acquisition, ChangesExt, Elector, Error, EventKinds, LeadershipChange,
@@ -41,17 +41,6 @@ fn shared() -> PgHarness {
 }
 
 leader_election::conformance_tests!(conformance, super::shared());
-
-/// The error and all its sources, as a log line would show them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s += &format!(": {c}");
-        src = c.source();
-    }
-    s
-}
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(10)
@@ -198,34 +187,9 @@ fn tls_with_sslmode_require() {
 
 #[test]
 fn release_wakes_a_follower_through_notify() {
-    let url = postgres_url();
-    let make = |id: &str, g: &str| {
-        Elector::builder(PostgresProvider::new(PostgresOptions::new(&url)).unwrap())
-            .group(g)
-            .participant_id(id)
-            .lease_ttl(Duration::from_secs(60))
-            .heartbeat_interval(Duration::from_secs(5))
-            .retry_interval(Duration::from_secs(30))
-            .start()
-            .unwrap()
-    };
-    let g = unique("handoff").replace('_', "-");
-    let a = make("a", &g);
-    a.subscribe().take_until_leader().for_each(drop);
-    let b = make("b", &g);
-    let mut b_changes = b.subscribe();
-    // b has campaigned once and now waits (retry 15–30 s, TTL 60 s).
-    assert!(matches!(
-        b_changes.recv_timeout(Duration::from_secs(10)),
-        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
-    ));
-    std::thread::sleep(Duration::from_millis(300));
-    let start = Instant::now();
-    a.shutdown().unwrap();
-    let acquired = b_changes.find(|c| c.is_acquired());
-    let took = start.elapsed();
-    assert!(acquired.is_some());
-    assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
+    let took = common::assert_push_hand_off(Duration::from_secs(60), || {
+        PostgresProvider::new(PostgresOptions::new(postgres_url())).unwrap()
+    });
     eprintln!("postgres hand-off on release took {took:?}");
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PrivateRedis, make_tls_certs, redis_url, unique};
+use common::{PrivateRedis, chain, make_tls_certs, redis_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
     AcquireRequest, Acquisition, ChangesExt, Elector, Error, EventKinds, LeadershipChange,
@@ -35,16 +35,6 @@ fn shared() -> RedisHarness {
 }
 
 leader_election::conformance_tests!(conformance, super::shared());
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s += &format!(": {c}");
-        src = c.source();
-    }
-    s
-}
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(10)
@@ -272,30 +262,8 @@ fn rediss_tls_with_a_private_ca() {
 
 #[test]
 fn release_wakes_a_follower_through_pubsub() {
-    let make = |id: &str, g: &str| {
-        Elector::builder(RedisProvider::new(RedisOptions::new(redis_url())).unwrap())
-            .group(g)
-            .participant_id(id)
-            .lease_ttl(Duration::from_secs(60))
-            .heartbeat_interval(Duration::from_secs(5))
-            .retry_interval(Duration::from_secs(30))
-            .start()
-            .unwrap()
-    };
-    let g = unique("handoff").replace('_', "-");
-    let a = make("a", &g);
-    a.subscribe().take_until_leader().for_each(drop);
-    let b = make("b", &g);
-    let mut b_changes = b.subscribe();
-    assert!(matches!(
-        b_changes.recv_timeout(Duration::from_secs(10)),
-        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
-    ));
-    std::thread::sleep(Duration::from_millis(300));
-    let start = Instant::now();
-    a.shutdown().unwrap();
-    assert!(b_changes.find(|c| c.is_acquired()).is_some());
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
+    let took = common::assert_push_hand_off(Duration::from_secs(60), || {
+        RedisProvider::new(RedisOptions::new(redis_url())).unwrap()
+    });
     eprintln!("redis hand-off on release took {took:?}");
 }

@@ -3,6 +3,8 @@
 pub(crate) mod faulty;
 #[cfg(feature = "file")]
 pub(crate) mod file;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) mod listener;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;

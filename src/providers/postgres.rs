@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -13,6 +12,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
+use crate::providers::listener::{self, Stop};
 use crate::providers::postgres_tls::{self, PostgresTls};
 use crate::providers::watchers::Watchers;
 use crate::validate;
@@ -328,7 +328,7 @@ pub struct PostgresProvider {
     tls: MakeRustlsConnect,
     command_timeout: Duration,
     watchers: Watchers,
-    listener: parking_lot::Mutex<Option<Arc<AtomicBool>>>,
+    listener: parking_lot::Mutex<Option<Stop>>,
     server: String,
 }
 
@@ -459,7 +459,7 @@ impl PostgresProvider {
         if listener.is_some() {
             return Ok(());
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Stop::default();
         let ctx = ListenCtx {
             config: self.config.clone(),
             tls: self.tls.clone(),
@@ -479,7 +479,7 @@ impl PostgresProvider {
 impl Drop for PostgresProvider {
     fn drop(&mut self) {
         if let Some(stop) = self.listener.lock().take() {
-            stop.store(true, Ordering::SeqCst);
+            stop.stop();
         }
     }
 }
@@ -679,66 +679,35 @@ struct ListenCtx {
     tls: MakeRustlsConnect,
     channel: String,
     watchers: Watchers,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
 }
 
 impl ListenCtx {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps up to `d`, waking early when stopped.
-    fn pause(&self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopped() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
-        }
-    }
-
     fn run(self) {
-        let mut backoff = Duration::from_millis(100);
-        while !self.stopped() {
-            match self.config.connect(self.tls.clone()) {
-                Ok(mut client) => {
-                    // The channel was built from validated identifiers: [a-z0-9_]+.
-                    if let Err(e) = client.batch_execute(&format!("LISTEN \"{}\"", self.channel)) {
-                        log::warn!("postgres: LISTEN failed, retrying: {e}");
-                    } else {
-                        log::debug!("postgres: listening on {}", self.channel);
-                        backoff = Duration::from_millis(100);
-                        // Changes may have been missed while disconnected.
-                        self.watchers.wake_all();
-                        self.listen(&mut client);
-                    }
-                }
-                Err(e) => log::warn!("postgres: LISTEN connection failed, retrying: {e}"),
-            }
-            self.pause(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        log::debug!("postgres: LISTEN thread stopped");
+        listener::run(BACKEND, &self.stop, &self.watchers, |subscribed| {
+            let mut client = self.config.connect(self.tls.clone())?;
+            // The channel was built from validated identifiers: [a-z0-9_]+.
+            client.batch_execute(&format!("LISTEN \"{}\"", self.channel))?;
+            log::debug!("postgres: listening on {}", self.channel);
+            subscribed();
+            self.listen(&mut client)
+        });
     }
 
-    fn listen(&self, client: &mut Client) {
-        while !self.stopped() {
+    fn listen(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
+        while !self.stop.is_stopped() {
             {
                 let mut notifications = client.notifications();
                 let mut iter = notifications.timeout_iter(Duration::from_millis(500));
-                loop {
-                    match iter.next() {
-                        Ok(Some(n)) => self.watchers.wake(n.payload()),
-                        Ok(None) => break,
-                        Err(e) => {
-                            log::warn!("postgres: LISTEN connection lost: {e}");
-                            return;
-                        }
-                    }
+                while let Some(n) = iter.next()? {
+                    self.watchers.wake(n.payload());
                 }
             }
             if client.is_closed() {
                 log::warn!("postgres: LISTEN connection closed");
-                return;
+                return Ok(());
             }
         }
+        Ok(())
     }
 }

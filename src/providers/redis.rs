@@ -1,7 +1,5 @@
 //! The Redis provider: `SET NX PX` leases checked by Lua scripts, pub/sub hand-off.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -10,6 +8,7 @@ use redis::{Connection, ErrorKind, RedisError, Script, ServerErrorKind};
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
+use crate::providers::listener::{self, Stop};
 use crate::providers::watchers::Watchers;
 use crate::validate;
 
@@ -204,7 +203,7 @@ pub struct RedisProvider {
     connect_timeout: Duration,
     command_timeout: Duration,
     watchers: Watchers,
-    listener: Mutex<Option<Arc<AtomicBool>>>,
+    listener: Mutex<Option<Stop>>,
     server: String,
 }
 
@@ -359,7 +358,7 @@ impl RedisProvider {
         if listener.is_some() {
             return Ok(());
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Stop::default();
         let ctx = Listener {
             client: self.client.clone(),
             channel: self.channel.clone(),
@@ -379,7 +378,7 @@ impl RedisProvider {
 impl Drop for RedisProvider {
     fn drop(&mut self) {
         if let Some(stop) = self.listener.lock().take() {
-            stop.store(true, Ordering::SeqCst);
+            stop.stop();
         }
     }
 }
@@ -509,57 +508,33 @@ struct Listener {
     client: redis::Client,
     channel: String,
     watchers: Watchers,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     connect_timeout: Duration,
 }
 
 impl Listener {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    fn pause(&self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopped() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
-        }
-    }
-
     fn run(self) {
-        let mut backoff = Duration::from_millis(100);
-        while !self.stopped() {
-            match self.subscribe_and_listen(&mut backoff) {
-                Ok(()) => {}
-                Err(e) => log::warn!("redis: pub/sub connection failed, retrying: {e}"),
-            }
-            self.pause(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        log::debug!("redis: pub/sub thread stopped");
-    }
-
-    fn subscribe_and_listen(&self, backoff: &mut Duration) -> redis::RedisResult<()> {
-        let mut conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
-        conn.set_write_timeout(Some(self.connect_timeout))?;
-        let mut pubsub = conn.as_pubsub();
-        pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
-        pubsub.subscribe(&self.channel)?;
-        *backoff = Duration::from_millis(100);
-        // Releases may have been missed while disconnected.
-        self.watchers.wake_all();
-        while !self.stopped() {
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    if let Ok(group) = msg.get_payload::<String>() {
-                        self.watchers.wake(&group);
+        listener::run(BACKEND, &self.stop, &self.watchers, |subscribed| {
+            let mut conn = self
+                .client
+                .get_connection_with_timeout(self.connect_timeout)?;
+            conn.set_write_timeout(Some(self.connect_timeout))?;
+            let mut pubsub = conn.as_pubsub();
+            pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
+            pubsub.subscribe(&self.channel)?;
+            subscribed();
+            while !self.stop.is_stopped() {
+                match pubsub.get_message() {
+                    Ok(msg) => {
+                        if let Ok(group) = msg.get_payload::<String>() {
+                            self.watchers.wake(&group);
+                        }
                     }
+                    Err(e) if e.is_timeout() => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e),
             }
-        }
-        Ok(())
+            Ok(())
+        });
     }
 }

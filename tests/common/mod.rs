@@ -520,3 +520,57 @@ pub fn cpu_time() -> Duration {
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
+
+/// An error with all its sources, as a log line would show them.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s += &format!(": {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// Starts a leader and a follower with a 30 s retry interval, then shuts the leader down:
+/// the follower must lead within seconds — well before its next poll, and before `ttl` if
+/// that is long — which only the provider's push channel (NOTIFY, pub/sub, watches) can make
+/// happen. Returns how long the hand-off took.
+pub fn assert_push_hand_off<P: leader_election::Provider>(
+    ttl: Duration,
+    make: impl Fn() -> P,
+) -> Duration {
+    use leader_election::{ChangesExt, Elector, LeadershipChange};
+    let g = unique("handoff").replace('_', "-");
+    let start_one = |id: &str| {
+        Elector::builder(make())
+            .group(&g)
+            .participant_id(id)
+            .lease_ttl(ttl)
+            .heartbeat_interval(ttl / 4)
+            .retry_interval(Duration::from_secs(30))
+            .start()
+            .unwrap()
+    };
+    let a = start_one("a");
+    a.subscribe().take_until_leader().for_each(drop);
+    let ta = a.fencing_token().expect("a leads");
+    let b = start_one("b");
+    let mut b_changes = b.subscribe();
+    // b has campaigned once and now waits (its next poll is 15–30 s away).
+    assert!(matches!(
+        b_changes.recv_timeout(Duration::from_secs(10)),
+        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    a.shutdown().unwrap();
+    let acquired = b_changes.find(|c| c.is_acquired());
+    let took = start.elapsed();
+    match acquired {
+        Some(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > ta),
+        other => panic!("b did not take over: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
+    took
+}

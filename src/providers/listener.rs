@@ -1,0 +1,59 @@
+//! The reconnect loop shared by the providers' background listeners (PostgreSQL LISTEN,
+//! Redis pub/sub): connect, subscribe, listen until the connection fails, back off, repeat,
+//! until the provider is dropped.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::providers::watchers::Watchers;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Tells a listener thread to end; cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub(crate) fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, returning early once stopped.
+    fn pause(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.is_stopped() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+    }
+}
+
+/// Runs `session` until `stop`. Each call connects, subscribes, then calls `subscribed()` —
+/// which resets the back-off and wakes every watcher, since changes may have been missed while
+/// disconnected — and listens until the connection fails (`Err`) or `stop`.
+pub(crate) fn run<E: std::fmt::Display>(
+    backend: &str,
+    stop: &Stop,
+    watchers: &Watchers,
+    mut session: impl FnMut(&dyn Fn()) -> Result<(), E>,
+) {
+    let backoff = Cell::new(FIRST_BACKOFF);
+    let subscribed = || {
+        backoff.set(FIRST_BACKOFF);
+        watchers.wake_all();
+    };
+    while !stop.is_stopped() {
+        if let Err(e) = session(&subscribed) {
+            log::warn!("{backend}: change listener connection failed, retrying: {e}");
+        }
+        stop.pause(backoff.get());
+        backoff.set((backoff.get() * 2).min(MAX_BACKOFF));
+    }
+    log::debug!("{backend}: change listener stopped");
+}
