@@ -35,7 +35,8 @@ enum Call {
 enum Outcome {
     Acquire(Result<Acquisition>),
     Renew(Result<Renewal>),
-    Release(Result<()>),
+    /// A release or withdrawal; the lease, for a release, so a failed one can be retried.
+    Release(Result<()>, Option<Lease>),
     Watch(Result<Option<Watch>>),
 }
 
@@ -81,6 +82,7 @@ pub(crate) fn spawn(
         release_error: None,
         last_campaign: Instant::now(),
         io_dead: false,
+        unreleased: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("le-hb-{short}"))
@@ -103,9 +105,11 @@ fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outco
         let outcome = catch_unwind(AssertUnwindSafe(|| match &job.call {
             Call::Acquire(req) => Outcome::Acquire(provider.try_acquire(req, job.deadline)),
             Call::Renew(lease) => Outcome::Renew(provider.renew(lease, job.deadline)),
-            Call::Release(lease) => Outcome::Release(provider.release(lease, job.deadline)),
+            Call::Release(lease) => {
+                Outcome::Release(provider.release(lease, job.deadline), Some(lease.clone()))
+            }
             Call::Withdraw(group, id) => {
-                Outcome::Release(provider.withdraw(group, id, job.deadline))
+                Outcome::Release(provider.withdraw(group, id, job.deadline), None)
             }
             Call::Watch(group, wakeup) => Outcome::Watch(provider.watch(group, wakeup.clone())),
         }))
@@ -119,7 +123,8 @@ fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outco
             match job.call {
                 Call::Acquire(_) => Outcome::Acquire(Err(err())),
                 Call::Renew(_) => Outcome::Renew(Err(err())),
-                Call::Release(_) | Call::Withdraw(..) => Outcome::Release(Err(err())),
+                Call::Release(lease) => Outcome::Release(Err(err()), Some(lease)),
+                Call::Withdraw(..) => Outcome::Release(Err(err()), None),
                 Call::Watch(..) => Outcome::Watch(Err(err())),
             }
         });
@@ -207,6 +212,8 @@ struct Heartbeat {
     last_campaign: Instant,
     /// The I/O thread is gone.
     io_dead: bool,
+    /// Leases whose release failed with a transient error, to retry.
+    unreleased: Vec<Lease>,
 }
 
 impl Heartbeat {
@@ -322,6 +329,15 @@ impl Heartbeat {
         if self.outstanding > 0 || now < self.next_action {
             return;
         }
+        // Leases whose release failed go first (only a follower has any).
+        if matches!(self.role, Role::Follower)
+            && let Some(lease) = self.unreleased.pop()
+        {
+            self.send(Call::Release(lease), now + self.config.heartbeat_interval);
+            // As after a resign: let the others campaign first.
+            self.no_campaign_before = now + self.config.retry_interval;
+            return;
+        }
         match &self.role {
             Role::Follower => {
                 if now < self.no_campaign_before {
@@ -397,7 +413,8 @@ impl Heartbeat {
     fn resign(&mut self) {
         let now = Instant::now();
         self.no_campaign_before = now + self.config.retry_interval;
-        self.next_action = self.next_action.max(self.no_campaign_before);
+        // Not the old renew schedule: campaign again once the cool-down is over.
+        self.next_action = self.no_campaign_before;
         if let Some(f) = &mut self.in_flight
             && f.op == Op::Acquire
         {
@@ -417,6 +434,12 @@ impl Heartbeat {
             f.discard = true;
         }
         self.step_down(LostReason::ShutDown, true);
+        for lease in std::mem::take(&mut self.unreleased) {
+            self.send(
+                Call::Release(lease),
+                Instant::now() + self.config.heartbeat_interval,
+            );
+        }
         let withdraw = Call::Withdraw(
             self.config.group.clone(),
             self.config.participant_id.clone(),
@@ -470,15 +493,35 @@ impl Heartbeat {
                 let Some(f) = in_flight else { return };
                 self.on_renew(f, result, now);
             }
-            Outcome::Release(Ok(())) => {}
-            Outcome::Release(Err(e)) => {
-                log::warn!(
-                    "leader election {:?}: releasing the lease failed (it will expire): {}",
-                    self.config.group,
-                    chain(&e)
-                );
+            Outcome::Release(Ok(()), _) => {}
+            Outcome::Release(Err(e), lease) => {
                 if self.stopping.is_some() {
+                    log::warn!(
+                        "leader election {:?}: releasing on shutdown failed (the lease will \
+                         expire): {}",
+                        self.config.group,
+                        chain(&e)
+                    );
                     self.release_error = Some(e);
+                } else if let (Some(lease), true) = (lease, e.is_transient()) {
+                    // Retry before the next campaign: until released, a backend that keeps a
+                    // place per participant (ZooKeeper) holds the group for this term.
+                    log::warn!(
+                        "leader election {:?}: releasing the lease failed, will retry: {}",
+                        self.config.group,
+                        chain(&e)
+                    );
+                    if self.unreleased.len() >= 8 {
+                        self.unreleased.remove(0);
+                    }
+                    self.unreleased.push(lease);
+                    self.next_action = self.next_action.max(now + self.backoff());
+                } else {
+                    log::warn!(
+                        "leader election {:?}: releasing the lease failed (it will expire): {}",
+                        self.config.group,
+                        chain(&e)
+                    );
                 }
             }
             Outcome::Watch(Ok(guard)) => {

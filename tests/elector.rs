@@ -338,3 +338,36 @@ fn dropping_the_elector_releases() {
         "the drop released"
     );
 }
+
+#[test]
+fn a_failed_release_is_retried_so_followers_need_not_wait_for_the_ttl() {
+    let mem = MemoryProvider::new();
+    let faulty = FaultyProvider::new(mem.clone());
+    let faults = faulty.faults();
+    let g = group("release-retry");
+    let slow = |p: Box<dyn leader_election::Provider>, id: &str| {
+        Elector::builder(p)
+            .group(&g)
+            .participant_id(id)
+            .lease_ttl(Duration::from_secs(60))
+            .heartbeat_interval(Duration::from_secs(5))
+            .retry_interval(Duration::from_millis(200))
+            .start()
+            .unwrap()
+    };
+    let a = slow(Box::new(faulty), "a");
+    let ta = wait_leader(&a);
+    let b = slow(Box::new(mem), "b");
+    let b_changes = b.subscribe_filtered(leader_election::EventKinds::ACQUIRED);
+    faults.only(&[Operation::Release]);
+    faults.fail_next(1); // transient
+    a.resign();
+    match b_changes.recv_timeout(Duration::from_secs(20)) {
+        Ok(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > ta),
+        other => panic!("b did not take over within 20 s (TTL 60 s): {other:?}"),
+    }
+    assert!(
+        faults.calls(Operation::Release) >= 2,
+        "the release was retried"
+    );
+}

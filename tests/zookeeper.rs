@@ -250,3 +250,23 @@ impl TryToken for leader_election::Changes {
         })
     }
 }
+
+#[test]
+fn one_provider_never_hands_the_same_term_out_twice() {
+    let p = ZooKeeperProvider::new(options(&zookeeper_hosts())).unwrap();
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let req = AcquireRequest::new("twin", "same-id", Duration::from_secs(4));
+    let Acquisition::Acquired(first) = p.try_acquire(&req, deadline()).unwrap() else {
+        panic!("not acquired")
+    };
+    // The same participant id campaigning again while its term is out: held, not re-granted.
+    match p.try_acquire(&req, deadline()).unwrap() {
+        Acquisition::Held(_) => {}
+        Acquisition::Acquired(l) => panic!("granted twice (token {})", l.fencing_token()),
+    }
+    p.release(&first, deadline()).unwrap();
+    let Acquisition::Acquired(second) = p.try_acquire(&req, deadline()).unwrap() else {
+        panic!("not acquired after release")
+    };
+    assert!(second.fencing_token() > first.fencing_token());
+}

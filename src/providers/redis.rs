@@ -18,6 +18,7 @@ const BACKEND: &str = "redis";
 /// data: `max(last token + 1, server time in µs)`.
 /// KEYS: lease, token counter. ARGV: TTL in ms, the record without its token.
 const ACQUIRE: &str = r"
+pcall(redis.replicate_commands) -- Redis < 5: allow writes after TIME (a no-op since 5)
 local cur = redis.call('GET', KEYS[1])
 if cur then return {0, cur} end
 local t = redis.call('TIME')
@@ -180,7 +181,8 @@ fn validate_prefix(prefix: &str) -> Result<()> {
 /// in µs)`, so after the counter is lost tokens continue from the server's clock, which is
 /// past every earlier token unless that clock was stepped back. The same holds for evictions.
 /// Failover to an asynchronously replicated replica can lose a recent acquisition: use one
-/// primary, or accept that risk.
+/// primary, or accept that risk. An eviction policy that may evict keys with a TTL
+/// (`volatile-*`, `allkeys-*`) can end a live lease early: run with `noeviction`.
 ///
 /// Passwords, ACL users (`redis://user:password@host`) and TLS (`rediss://`) come through the
 /// URL, which never appears in logs, errors or `Debug` output.
@@ -288,7 +290,12 @@ impl RedisProvider {
         deadline: Instant,
         mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let mut slot = self.conn.lock();
+        // Electors sharing this provider take turns; none waits past its own deadline.
+        let mut slot = self.conn.try_lock_until(deadline).ok_or(Error::Timeout {
+            backend: BACKEND,
+            operation,
+            timeout: self.command_timeout,
+        })?;
         let remaining = || {
             deadline
                 .saturating_duration_since(Instant::now())

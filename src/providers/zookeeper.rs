@@ -1,10 +1,11 @@
 //! The ZooKeeper provider: ephemeral sequential nodes, the lowest leads, each follower watches
 //! only its predecessor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -167,21 +168,30 @@ fn validate_root(root: &str) -> Result<()> {
 const STATE_CONNECTING: u8 = 0;
 const STATE_CONNECTED: u8 = 1;
 const STATE_CLOSED: u8 = 2;
-const STATE_AUTH_FAILED: u8 = 3;
 
-/// One ZooKeeper session (one client of the crate).
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One ZooKeeper session: one client of the crate, with its own call thread.
 struct Session {
     zk: Arc<ZooKeeper>,
     state: Arc<AtomicU8>,
+    /// Bumped on every (re)connection: the crate does not resend credentials then.
+    connects: Arc<AtomicU64>,
+    /// `connects` when the credentials were last sent.
+    authed: AtomicU64,
     generation: u64,
+    jobs: Sender<Job>,
+    /// A call overran its deadline (a frozen server, a silent network): replace the session.
+    wedged: AtomicBool,
 }
 
 impl Session {
     fn usable(&self) -> bool {
-        matches!(
-            self.state.load(Ordering::SeqCst),
-            STATE_CONNECTING | STATE_CONNECTED
-        )
+        !self.wedged.load(Ordering::SeqCst)
+            && matches!(
+                self.state.load(Ordering::SeqCst),
+                STATE_CONNECTING | STATE_CONNECTED
+            )
     }
 }
 
@@ -192,6 +202,9 @@ struct Node {
     owner: i64,
     czxid: i64,
     generation: u64,
+    record: Vec<u8>,
+    /// Handed out as a lease (until released): never handed out again.
+    leased: bool,
 }
 
 /// Elects with ZooKeeper's leader recipe: each participant creates an ephemeral sequential
@@ -205,22 +218,29 @@ struct Node {
 /// resets sequence numbers). Only wiping the ensemble's data resets them.
 ///
 /// **Sessions**: a lease is as long as the session holding the node, so `lease_ttl` must be at
-/// most the session timeout (else [`Error::InvalidConfig`]). Renew is one `exists` round trip
-/// that checks the node still exists with the same `czxid` *and* is owned by this session
-/// (`ephemeralOwner`) — the check whose absence let Curator keep two leaders after a session
-/// expiry (CURATOR-696). The `zookeeper` crate never recovers a lost session, so this provider
-/// builds a new client then, after checking with a plain TCP connect that a server answers
-/// (so no client spins while the ensemble is down) and with back-off; the participant then
-/// campaigns with a new node and gets a new token. While the old client is still inside its
-/// session timeout the crate's own reconnect loop runs and costs CPU; that loop cannot be
-/// stopped early from outside the crate.
+/// most the session timeout (else [`Error::InvalidConfig`]), and the server's
+/// `maxSessionTimeout` must not be below the session timeout (the server would silently
+/// shorten it, and the `zookeeper` crate does not report the negotiated value). Acquiring and
+/// renewing confirm the lease with a *write* to our node (`setData`), which only the ensemble's
+/// leader can accept and only for a live session — a read could be answered by a server cut
+/// off from the quorum — and check the node's `czxid` and that its `ephemeralOwner` is the
+/// session that created it: the check whose absence let Curator keep two leaders after a
+/// session expiry (CURATOR-696).
+///
+/// The crate never recovers a lost session, so this provider then builds a new client, only
+/// after a plain TCP connect shows a server answers (so no client spins while the ensemble is
+/// down) and with back-off; the participant campaigns again with a new node and a new token,
+/// and its old node is deleted. While the old client is inside its session timeout the crate's
+/// own reconnect loop runs and costs CPU; that loop cannot be stopped from outside the crate.
+/// Credentials are re-sent after every reconnection (the crate does not).
 ///
 /// **Time bounds**: the crate has no request timeouts (a frozen server hangs a request), so
-/// every operation runs on this provider's worker thread and the caller waits only until its
-/// deadline; the elector's own deadline makes a leader step down on time regardless.
+/// every operation runs on the session's call thread and the caller waits only until its
+/// deadline; a call that overruns retires the session. The elector's own deadline makes a
+/// leader step down on time regardless.
 ///
-/// Creating a sequential node is retried safely after a connection loss: node names carry a
-/// random prefix, so a node created by a try whose reply was lost is found and adopted.
+/// Creating a sequential node is safe to retry: node names carry a random prefix kept until
+/// the outcome is known, so a node created by a try whose reply was lost is found and adopted.
 ///
 /// ```no_run
 /// use leader_election::{Elector, ZooKeeperOptions, ZooKeeperProvider};
@@ -239,15 +259,18 @@ struct Node {
 pub struct ZooKeeperProvider {
     options: ZooKeeperOptions,
     hosts: Vec<String>,
-    session: Mutex<Option<Session>>,
+    chroot: String,
+    session: Mutex<Option<Arc<Session>>>,
     next_connect: Mutex<(Instant, Duration)>,
-    generation: Mutex<u64>,
+    generation: AtomicU64,
     nodes: Mutex<HashMap<(String, String), Node>>,
+    /// Creates whose outcome is unknown: the name prefix to look for, by session generation.
+    pending: Mutex<HashMap<(String, String), (String, u64)>>,
     /// Group paths known to exist, with the session generation that saw them.
     ensured: Mutex<HashMap<String, u64>>,
-    jobs: Sender<Box<dyn FnOnce() + Send>>,
+    /// Predecessor watches set and not yet fired, by (generation, path).
+    watched: Arc<Mutex<HashSet<(u64, String)>>>,
     watchers: Watchers,
-    stop: Arc<AtomicBool>,
 }
 
 impl ZooKeeperProvider {
@@ -263,15 +286,11 @@ impl ZooKeeperProvider {
                 return Err(Error::config(field, "must be at least 1 ms"));
             }
         }
-        let hosts_part = options
-            .connect
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if let Some(chroot) = options.connect.find('/').map(|i| &options.connect[i..])
-            && chroot != "/"
-        {
+        let (hosts_part, chroot) = match options.connect.find('/') {
+            Some(i) => (&options.connect[..i], &options.connect[i..]),
+            None => (options.connect.as_str(), ""),
+        };
+        if !chroot.is_empty() && chroot != "/" {
             validate_root(chroot).map_err(|_| {
                 Error::config("connect", "the chroot suffix must be a path like /apps/x")
             })?;
@@ -294,25 +313,17 @@ impl ZooKeeperProvider {
                 "creator ACLs need an authenticated identity: set .digest(user, password)",
             ));
         }
-        let (jobs, rx) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
-        std::thread::Builder::new()
-            .name("le-zk-calls".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .map_err(|e| Error::io("spawning the ZooKeeper call thread", e))?;
         let provider = ZooKeeperProvider {
             hosts,
+            chroot: if chroot == "/" { "" } else { chroot }.to_owned(),
             session: Mutex::new(None),
             next_connect: Mutex::new((Instant::now(), Duration::from_millis(250))),
-            generation: Mutex::new(0),
+            generation: AtomicU64::new(0),
             nodes: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             ensured: Mutex::new(HashMap::new()),
-            jobs,
+            watched: Arc::new(Mutex::new(HashSet::new())),
             watchers: Watchers::default(),
-            stop: Arc::new(AtomicBool::new(false)),
             options,
         };
         provider.session(Instant::now() + provider.options.connect_timeout)?;
@@ -335,27 +346,60 @@ impl ZooKeeperProvider {
         format!("{}/{group}", self.options.root)
     }
 
-    /// The current session, or a new one if there is none or it ended.
-    fn session(&self, deadline: Instant) -> Result<(Arc<ZooKeeper>, u64)> {
-        let mut slot = self.session.lock();
-        if let Some(s) = slot.as_ref() {
-            if s.usable() {
-                return Ok((s.zk.clone(), s.generation));
+    fn unavailable(&self, why: &'static str) -> Error {
+        Error::Unavailable {
+            backend: BACKEND,
+            source: why.into(),
+        }
+    }
+
+    /// A usable session — the current one, or a new one if it ended — with credentials sent
+    /// on its current connection.
+    fn session(&self, deadline: Instant) -> Result<Arc<Session>> {
+        let session = {
+            let mut slot = self
+                .session
+                .try_lock_until(deadline)
+                .ok_or_else(|| self.timeout("connect"))?;
+            match slot.as_ref() {
+                Some(s) if s.usable() => s.clone(),
+                _ => {
+                    // The old session is over: close its client off this thread (closing a
+                    // disconnected client blocks until the crate gives up on it).
+                    if let Some(old) = slot.take() {
+                        log::info!("zookeeper: session {} ended; reconnecting", old.generation);
+                        drop_detached(old);
+                    }
+                    let s = Arc::new(self.connect(deadline)?);
+                    *slot = Some(s.clone());
+                    self.watchers.wake_all(); // releases may have been missed
+                    s
+                }
             }
-            if s.state.load(Ordering::SeqCst) == STATE_AUTH_FAILED {
-                return Err(Error::Backend {
-                    backend: BACKEND,
-                    operation: "authenticate",
-                    transient: false,
-                    source: Box::new(ZkError::AuthFailed),
-                });
+        };
+        if let Some((user, password)) = &self.options.digest {
+            let connects = session.connects.load(Ordering::SeqCst);
+            if session.authed.load(Ordering::SeqCst) != connects {
+                let auth = format!("{user}:{password}").into_bytes();
+                self.run(&session, "authenticate", deadline, move |zk| {
+                    zk.add_auth("digest", auth.clone())
+                })?;
+                session.authed.store(connects, Ordering::SeqCst);
             }
         }
-        // The old session is over: close its client off this thread (closing can block).
-        if let Some(old) = slot.take() {
-            log::info!("zookeeper: session ended; building a new client");
-            drop_detached(old.zk);
+        Ok(session)
+    }
+
+    fn timeout(&self, operation: &'static str) -> Error {
+        Error::Timeout {
+            backend: BACKEND,
+            operation,
+            timeout: self.options.session_timeout,
         }
+    }
+
+    /// Builds a new client, once a server accepts TCP connections.
+    fn connect(&self, deadline: Instant) -> Result<Session> {
         let mut next = self.next_connect.lock();
         let now = Instant::now();
         if now < next.0 {
@@ -366,96 +410,99 @@ impl ZooKeeperProvider {
             next.1 = (next.1 * 2).min(Duration::from_secs(5));
             e
         };
-        // A client of the crate spins while no server answers: probe first, cheaply.
-        let probe = self
+        // A client of the crate spins while no server answers, and panics if the first host
+        // cannot be reached: probe, and list the hosts that answer first.
+        let budget = self
             .options
             .connect_timeout
-            .min(deadline.saturating_duration_since(now))
-            .max(Duration::from_millis(10));
-        let reachable = self.hosts.iter().any(|h| {
+            .min(deadline.saturating_duration_since(now));
+        let per_host = (budget / self.hosts.len() as u32).max(Duration::from_millis(10));
+        let (up, down): (Vec<&String>, Vec<&String>) = self.hosts.iter().partition(|h| {
             h.to_socket_addrs()
                 .ok()
                 .and_then(|mut a| a.next())
-                .is_some_and(|a| TcpStream::connect_timeout(&a, probe).is_ok())
+                .is_some_and(|a| TcpStream::connect_timeout(&a, per_host).is_ok())
         });
-        if !reachable {
+        if up.is_empty() {
             return Err(fail(
                 &mut next,
                 self.unavailable("no server accepts connections"),
             ));
         }
+        let hosts: Vec<&str> = up.iter().chain(&down).map(|h| h.as_str()).collect();
+        let connect_string = format!("{}{}", hosts.join(","), self.chroot);
         let state = Arc::new(AtomicU8::new(STATE_CONNECTING));
-        let zk = ZooKeeper::connect(
-            &self.options.connect,
-            self.options.session_timeout,
-            |_: WatchedEvent| {},
-        )
+        let connects = Arc::new(AtomicU64::new(0));
+        let zk = catch_unwind(AssertUnwindSafe(|| {
+            ZooKeeper::connect(
+                &connect_string,
+                self.options.session_timeout,
+                |_: WatchedEvent| {},
+            )
+        }))
+        .map_err(|_| {
+            fail(
+                &mut next,
+                Error::Backend {
+                    backend: BACKEND,
+                    operation: "connect",
+                    transient: true,
+                    source: "the zookeeper client panicked while connecting".into(),
+                },
+            )
+        })?
         .map_err(|e| fail(&mut next, map_err("connect", e)))?;
-        let listener_state = state.clone();
+        let (listener_state, listener_connects) = (state.clone(), connects.clone());
         zk.add_listener(move |s: ZkState| {
             let v = match s {
-                ZkState::Connected | ZkState::ConnectedReadOnly => STATE_CONNECTED,
-                ZkState::Closed => STATE_CLOSED,
-                ZkState::AuthFailed => STATE_AUTH_FAILED,
+                ZkState::Connected | ZkState::ConnectedReadOnly => {
+                    listener_connects.fetch_add(1, Ordering::SeqCst);
+                    STATE_CONNECTED
+                }
+                ZkState::Closed | ZkState::AuthFailed => STATE_CLOSED,
                 _ => STATE_CONNECTING,
             };
             listener_state.store(v, Ordering::SeqCst);
         });
         let zk = Arc::new(zk);
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        std::thread::Builder::new()
+            .name(format!("le-zk-calls-{generation}"))
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .map_err(|e| Error::io("spawning the ZooKeeper call thread", e))?;
+        let session = Session {
+            zk,
+            state,
+            connects,
+            authed: AtomicU64::new(0),
+            generation,
+            jobs,
+            wedged: AtomicBool::new(false),
+        };
         let wait_until = (Instant::now() + self.options.connect_timeout).min(deadline);
-        while state.load(Ordering::SeqCst) != STATE_CONNECTED {
-            if Instant::now() >= wait_until || state.load(Ordering::SeqCst) >= STATE_CLOSED {
-                drop_detached(zk);
-                return Err(fail(
-                    &mut next,
-                    Error::Timeout {
-                        backend: BACKEND,
-                        operation: "connect",
-                        timeout: self.options.connect_timeout,
-                    },
-                ));
+        while session.state.load(Ordering::SeqCst) != STATE_CONNECTED {
+            if Instant::now() >= wait_until || session.state.load(Ordering::SeqCst) == STATE_CLOSED
+            {
+                drop_detached(Arc::new(session));
+                return Err(fail(&mut next, self.timeout("connect")));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         *next = (Instant::now(), Duration::from_millis(250));
-        drop(next);
-        let generation = {
-            let mut g = self.generation.lock();
-            *g += 1;
-            *g
-        };
-        *slot = Some(Session {
-            zk: zk.clone(),
-            state,
-            generation,
-        });
-        drop(slot);
-        if let Some((user, password)) = &self.options.digest {
-            let auth = format!("{user}:{password}").into_bytes();
-            self.run(&zk, "authenticate", deadline, move |zk| {
-                zk.add_auth("digest", auth.clone())
-            })?;
-        }
-        // Nodes of earlier sessions are gone with them.
-        self.nodes.lock().retain(|_, n| n.generation == generation);
-        // A new session may have missed releases.
-        self.watchers.wake_all();
         log::debug!("zookeeper: session {generation} established");
-        Ok((zk, generation))
+        Ok(session)
     }
 
-    fn unavailable(&self, why: &'static str) -> Error {
-        Error::Unavailable {
-            backend: BACKEND,
-            source: why.into(),
-        }
-    }
-
-    /// Runs `op` on the call thread, retrying after connection losses, and waits no longer
-    /// than `deadline` for it.
+    /// Runs `op` on the session's call thread, retrying after connection losses, and waits no
+    /// longer than `deadline`; a call still running then retires the session.
     fn run<T: Send + 'static>(
         &self,
-        zk: &Arc<ZooKeeper>,
+        session: &Session,
         operation: &'static str,
         deadline: Instant,
         op: impl Fn(&ZooKeeper) -> zookeeper::ZkResult<T> + Send + Sync + 'static,
@@ -464,23 +511,29 @@ impl ZooKeeperProvider {
         let op = Arc::new(op);
         loop {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let (zk2, op2) = (zk.clone(), op.clone());
-            let job = Box::new(move || {
+            let (zk, op2) = (session.zk.clone(), op.clone());
+            let job: Job = Box::new(move || {
                 if Instant::now() < deadline {
-                    let _ = tx.send(op2(&zk2));
+                    let _ = tx.send(op2(&zk));
                 }
             });
-            self.jobs
+            session
+                .jobs
                 .send(job)
                 .map_err(|_| self.unavailable("the call thread is gone"))?;
             let result = match rx.recv_deadline(deadline) {
                 Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        backend: BACKEND,
-                        operation,
-                        timeout: self.options.session_timeout,
-                    });
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    log::warn!(
+                        "zookeeper: {operation} overran its deadline; retiring session {}",
+                        session.generation
+                    );
+                    session.wedged.store(true, Ordering::SeqCst);
+                    return Err(self.timeout(operation));
+                }
+                // The job was skipped: its deadline had passed before it could start.
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(self.timeout(operation));
                 }
             };
             match result {
@@ -490,49 +543,67 @@ impl ZooKeeperProvider {
                     tries -= 1;
                     std::thread::sleep(self.options.retry_delay);
                 }
+                Err(ZkError::NoAuth) => {
+                    // Maybe credentials lost in a reconnection: send them again next time.
+                    session.authed.store(u64::MAX, Ordering::SeqCst);
+                    return Err(map_err(operation, ZkError::NoAuth));
+                }
                 other => return other.map_err(|e| map_err(operation, e)),
             }
         }
     }
 
     /// Creates `path` and its parents as persistent nodes, ignoring those that exist.
-    fn ensure_path(&self, zk: &Arc<ZooKeeper>, path: &str, deadline: Instant) -> Result<()> {
+    fn ensure_path(&self, session: &Session, path: &str, deadline: Instant) -> Result<()> {
         let mut at = String::new();
         for seg in path[1..].split('/') {
             at.push('/');
             at.push_str(seg);
-            let p = at.clone();
-            let acl = self.acl();
-            let r = self.run(zk, "create path", deadline, move |zk| {
+            let (p, acl) = (at.clone(), self.acl());
+            self.run(session, "create path", deadline, move |zk| {
                 match zk.create(&p, Vec::new(), acl.clone(), CreateMode::Persistent) {
                     Ok(_) | Err(ZkError::NodeExists) => Ok(()),
                     Err(e) => Err(e),
                 }
-            });
-            r?;
+            })?;
         }
         Ok(())
     }
 
-    /// Our node for (group, participant), creating it (and the group path) if needed.
+    /// Deletes a node by path with the current session (whatever session created it).
+    fn delete(&self, session: &Session, path: String, deadline: Instant) -> Result<()> {
+        self.run(session, "delete node", deadline, move |zk| {
+            match zk.delete(&path, None) {
+                Ok(()) | Err(ZkError::NoNode) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Our node for (group, participant) in this session, creating it (and the group path)
+    /// if needed. A node of an earlier session is deleted first: it would queue ahead of us.
     fn own_node(
         &self,
-        zk: &Arc<ZooKeeper>,
-        generation: u64,
+        session: &Session,
         request: &AcquireRequest,
         deadline: Instant,
     ) -> Result<Node> {
         let key = (request.group.clone(), request.participant_id.clone());
-        if let Some(n) = self.nodes.lock().get(&key)
-            && n.generation == generation
-        {
-            return Ok(n.clone());
+        let existing = self.nodes.lock().get(&key).cloned();
+        if let Some(n) = existing {
+            if n.generation == session.generation {
+                return Ok(n);
+            }
+            self.delete(session, n.path, deadline)?;
+            self.nodes.lock().remove(&key);
         }
         let group_path = self.group_path(&request.group);
-        let known = self.ensured.lock().get(&group_path) == Some(&generation);
+        let known = self.ensured.lock().get(&group_path) == Some(&session.generation);
         if self.options.create_root && !known {
-            self.ensure_path(zk, &group_path, deadline)?;
-            self.ensured.lock().insert(group_path.clone(), generation);
+            self.ensure_path(session, &group_path, deadline)?;
+            self.ensured
+                .lock()
+                .insert(group_path.clone(), session.generation);
         }
         let record = LeaderInfo::new(
             &request.group,
@@ -542,41 +613,52 @@ impl ZooKeeperProvider {
         )
         .to_json()
         .into_bytes();
-        let guid = format!("{:016x}", crate::util::random_u64());
+        // Keep the name prefix until the outcome is known, so a retry adopts the node a lost
+        // reply created instead of queueing a second one.
+        let guid = {
+            let mut pending = self.pending.lock();
+            match pending.get(&key) {
+                Some((g, generation)) if *generation == session.generation => g.clone(),
+                _ => {
+                    let g = format!("{:016x}", crate::util::random_u64());
+                    pending.insert(key.clone(), (g.clone(), session.generation));
+                    g
+                }
+            }
+        };
         let prefix = format!("{group_path}/{guid}-n_");
-        let acl = self.acl();
-        let (gp, g2) = (group_path.clone(), guid.clone());
-        // Safe to retry: after a lost reply, adopt the node this guid already created.
-        let path = self.run(zk, "create node", deadline, move |zk| {
-            if let Ok(children) = zk.get_children(&gp, false)
-                && let Some(c) = children.iter().find(|c| c.starts_with(&g2))
-            {
+        let (acl, gp, data) = (self.acl(), group_path.clone(), record.clone());
+        let path = self.run(session, "create node", deadline, move |zk| {
+            let children = match zk.get_children(&gp, false) {
+                Ok(c) => c,
+                Err(ZkError::NoNode) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            if let Some(c) = children.iter().find(|c| c.starts_with(&guid)) {
                 return Ok(format!("{gp}/{c}"));
             }
             zk.create(
                 &prefix,
-                record.clone(),
+                data.clone(),
                 acl.clone(),
                 CreateMode::EphemeralSequential,
             )
         });
         let path = match path {
             Err(Error::Backend { source, .. })
-                if source.downcast_ref::<ZkError>() == Some(&ZkError::NoNode)
-                    && self.options.create_root =>
-            {
-                // The group node was deleted since we created it: recreate it next time.
-                self.ensured.lock().remove(&group_path);
-                return Err(Error::Backend {
-                    backend: BACKEND,
-                    operation: "create node",
-                    transient: true,
-                    source,
-                });
-            }
-            Err(Error::Backend { source, .. })
                 if source.downcast_ref::<ZkError>() == Some(&ZkError::NoNode) =>
             {
+                self.pending.lock().remove(&key);
+                if self.options.create_root {
+                    // The group node was deleted since we created it: recreate it next time.
+                    self.ensured.lock().remove(&group_path);
+                    return Err(Error::Backend {
+                        backend: BACKEND,
+                        operation: "create node",
+                        transient: true,
+                        source,
+                    });
+                }
                 return Err(Error::config(
                     "root_path",
                     format!("{group_path} does not exist and create_root is off; create it first"),
@@ -586,27 +668,46 @@ impl ZooKeeperProvider {
         };
         let p = path.clone();
         let stat = self
-            .run(zk, "create node", deadline, move |zk| zk.exists(&p, false))?
+            .run(session, "create node", deadline, move |zk| {
+                zk.exists(&p, false)
+            })?
             .ok_or_else(|| self.unavailable("our new election node vanished at once"))?;
+        self.pending.lock().remove(&key);
         let node = Node {
             path,
             owner: stat.ephemeral_owner,
             czxid: stat.czxid,
-            generation,
+            generation: session.generation,
+            record,
+            leased: false,
         };
         self.nodes.lock().insert(key, node.clone());
         Ok(node)
     }
 
+    /// Confirms through the ensemble's leader (a write) that `node` exists as created, owned by
+    /// this live session.
+    fn confirm(&self, session: &Session, node: &Node, deadline: Instant) -> Result<bool> {
+        let (p, data) = (node.path.clone(), node.record.clone());
+        let stat = self.run(session, "confirm node", deadline, move |zk| {
+            match zk.set_data(&p, data.clone(), None) {
+                Ok(s) => Ok(Some(s)),
+                Err(ZkError::NoNode) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(stat.is_some_and(|s| s.ephemeral_owner == node.owner && s.czxid == node.czxid))
+    }
+
     /// Reads a node's record, with its czxid as the token; `None` if it is gone.
     fn read_info(
         &self,
-        zk: &Arc<ZooKeeper>,
+        session: &Session,
         group: &str,
         path: String,
         deadline: Instant,
     ) -> Result<Option<LeaderInfo>> {
-        let data = self.run(zk, "read node", deadline, move |zk| {
+        let data = self.run(session, "read node", deadline, move |zk| {
             match zk.get_data(&path, false) {
                 Ok(d) => Ok(Some(d)),
                 Err(ZkError::NoNode) => Ok(None),
@@ -627,9 +728,9 @@ impl ZooKeeperProvider {
     }
 
     /// The group's election nodes, sorted by sequence number.
-    fn queue(&self, zk: &Arc<ZooKeeper>, group: &str, deadline: Instant) -> Result<Vec<String>> {
+    fn queue(&self, session: &Session, group: &str, deadline: Instant) -> Result<Vec<String>> {
         let gp = self.group_path(group);
-        let mut children = self.run(zk, "list nodes", deadline, move |zk| {
+        let mut children = self.run(session, "list nodes", deadline, move |zk| {
             match zk.get_children(&gp, false) {
                 Ok(c) => Ok(c),
                 Err(ZkError::NoNode) => Ok(Vec::new()),
@@ -639,6 +740,64 @@ impl ZooKeeperProvider {
         children.retain(|c| c.contains("-n_"));
         children.sort_by_key(|c| seq(c));
         Ok(children)
+    }
+
+    /// Watches `path` (our predecessor) once per session: waking `group`'s electors when it
+    /// changes. Returns whether it still exists.
+    fn watch_predecessor(
+        &self,
+        session: &Session,
+        group: &str,
+        path: String,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let key = (session.generation, path.clone());
+        if self.watched.lock().contains(&key) {
+            return Ok(true);
+        }
+        let (watchers, watched, g, k) = (
+            self.watchers.clone(),
+            self.watched.clone(),
+            group.to_owned(),
+            key.clone(),
+        );
+        let exists = self.run(session, "watch predecessor", deadline, move |zk| {
+            let (w, wd, g, k) = (watchers.clone(), watched.clone(), g.clone(), k.clone());
+            zk.exists_w(&path, move |_: WatchedEvent| {
+                wd.lock().remove(&k);
+                w.wake(&g);
+            })
+        })?;
+        if exists.is_some() {
+            self.watched.lock().insert(key);
+        }
+        Ok(exists.is_some())
+    }
+
+    /// Deletes our node for (group, participant), whatever session created it, and forgets it.
+    fn forget(&self, key: &(String, String), deadline: Instant) -> Result<()> {
+        let node = self.nodes.lock().get(key).cloned();
+        let pending = self.pending.lock().get(key).cloned();
+        if node.is_none() && pending.is_none() {
+            return Ok(());
+        }
+        let session = self.session(deadline)?;
+        if let Some(n) = node {
+            self.delete(&session, n.path, deadline)?;
+        }
+        if let Some((guid, generation)) = pending
+            && generation == session.generation
+        {
+            for name in self.queue(&session, &key.0, deadline)? {
+                if name.starts_with(&guid) {
+                    let path = format!("{}/{name}", self.group_path(&key.0));
+                    self.delete(&session, path, deadline)?;
+                }
+            }
+        }
+        self.nodes.lock().remove(key);
+        self.pending.lock().remove(key);
+        Ok(())
     }
 }
 
@@ -650,12 +809,12 @@ fn seq(name: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Drops (and so closes) a client on a short-lived thread: closing a disconnected client
-/// blocks until the crate gives up on its session.
-fn drop_detached(zk: Arc<ZooKeeper>) {
+/// Closes a session's client on a short-lived thread: closing a disconnected client blocks
+/// until the crate gives up on its session. Its call thread ends with its job channel.
+fn drop_detached(session: Arc<Session>) {
     let _ = std::thread::Builder::new()
         .name("le-zk-close".into())
-        .spawn(move || drop(zk));
+        .spawn(move || drop(session));
 }
 
 fn map_err(operation: &'static str, e: ZkError) -> Error {
@@ -682,9 +841,8 @@ fn map_err(operation: &'static str, e: ZkError) -> Error {
 
 impl Drop for ZooKeeperProvider {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         if let Some(s) = self.session.lock().take() {
-            drop_detached(s.zk);
+            drop_detached(s);
         }
     }
 }
@@ -714,10 +872,25 @@ impl Provider for ZooKeeperProvider {
                 ),
             ));
         }
-        let (zk, generation) = self.session(deadline)?;
+        let session = self.session(deadline)?;
         let key = (request.group.clone(), request.participant_id.clone());
-        let mine = self.own_node(&zk, generation, request, deadline)?;
-        let queue = self.queue(&zk, &request.group, deadline)?;
+        let mine = self.own_node(&session, request, deadline)?;
+        let self_info = || {
+            let mut info = LeaderInfo::new(
+                &request.group,
+                &request.participant_id,
+                u64::try_from(mine.czxid).unwrap_or(0),
+                request.metadata.clone(),
+            );
+            info.fencing_token = u64::try_from(mine.czxid).unwrap_or(0);
+            info
+        };
+        if mine.leased {
+            // This participant id holds a lease already (a twin elector, or a release that
+            // failed): never hand the same term out twice.
+            return Ok(Acquisition::Held(Some(self_info())));
+        }
+        let queue = self.queue(&session, &request.group, deadline)?;
         let name = mine.path.rsplit('/').next().unwrap_or_default().to_owned();
         let Some(pos) = queue.iter().position(|c| *c == name) else {
             // Our node is gone (the session expired under us): start over next time.
@@ -726,43 +899,30 @@ impl Provider for ZooKeeperProvider {
         };
         let group_path = self.group_path(&request.group);
         if pos == 0 {
-            // Lowest: ours, if it still belongs to this session (CURATOR-696).
-            let p = mine.path.clone();
-            let stat = self.run(&zk, "check node", deadline, move |zk| zk.exists(&p, false))?;
-            match stat {
-                Some(s) if s.ephemeral_owner == mine.owner && s.czxid == mine.czxid => {
-                    let mut info = LeaderInfo::new(
-                        &request.group,
-                        &request.participant_id,
-                        u64::try_from(mine.czxid).unwrap_or(0),
-                        request.metadata.clone(),
-                    );
-                    info.fencing_token = u64::try_from(mine.czxid).unwrap_or(0);
-                    return Ok(Acquisition::Acquired(Lease::new(
-                        info,
-                        request.ttl,
-                        mine.path,
-                    )));
-                }
-                _ => {
-                    self.nodes.lock().remove(&key);
-                    return Ok(Acquisition::Held(None));
-                }
+            // Lowest: ours, if the leader confirms it belongs to this live session.
+            if !self.confirm(&session, &mine, deadline)? {
+                self.nodes.lock().remove(&key);
+                return Ok(Acquisition::Held(None));
             }
+            let mut nodes = self.nodes.lock();
+            match nodes.get_mut(&key) {
+                Some(n) if n.path == mine.path && !n.leased => n.leased = true,
+                _ => return Ok(Acquisition::Held(None)),
+            }
+            drop(nodes);
+            return Ok(Acquisition::Acquired(Lease::new(
+                self_info(),
+                request.ttl,
+                mine.path.clone(),
+            )));
         }
         // Watch only our predecessor: when it goes, we are woken (no herd effect).
         let predecessor = format!("{group_path}/{}", queue[pos - 1]);
-        let watchers = self.watchers.clone();
-        let group = request.group.clone();
-        let exists = self.run(&zk, "watch predecessor", deadline, move |zk| {
-            let (w, g) = (watchers.clone(), group.clone());
-            zk.exists_w(&predecessor, move |_: WatchedEvent| w.wake(&g))
-        })?;
-        if exists.is_none() {
+        if !self.watch_predecessor(&session, &request.group, predecessor, deadline)? {
             self.watchers.wake(&request.group);
         }
         let leader_path = format!("{group_path}/{}", queue[0]);
-        let leader = self.read_info(&zk, &request.group, leader_path, deadline)?;
+        let leader = self.read_info(&session, &request.group, leader_path, deadline)?;
         Ok(Acquisition::Held(leader))
     }
 
@@ -770,58 +930,43 @@ impl Provider for ZooKeeperProvider {
         let key = (lease.info.group.clone(), lease.info.participant_id.clone());
         let node = self.nodes.lock().get(&key).cloned();
         let Some(node) = node.filter(|n| {
-            n.path == lease.handle && u64::try_from(n.czxid).ok() == Some(lease.fencing_token())
+            n.leased
+                && n.path == lease.handle
+                && u64::try_from(n.czxid).ok() == Some(lease.fencing_token())
         }) else {
             return Ok(Renewal::Lost(None));
         };
-        let (zk, generation) = self.session(deadline)?;
-        if generation != node.generation {
-            self.nodes.lock().remove(&key);
-            return Ok(Renewal::Lost(None));
-        }
-        let p = node.path.clone();
-        let stat = self.run(&zk, "renew", deadline, move |zk| zk.exists(&p, false))?;
-        match stat {
-            Some(s) if s.ephemeral_owner == node.owner && s.czxid == node.czxid => {
-                Ok(Renewal::Renewed)
-            }
-            _ => {
-                self.nodes.lock().remove(&key);
-                Ok(Renewal::Lost(None))
-            }
+        let session = self.session(deadline)?;
+        // A node of an earlier session is not ours to keep (release deletes it).
+        if node.generation == session.generation && self.confirm(&session, &node, deadline)? {
+            Ok(Renewal::Renewed)
+        } else {
+            Ok(Renewal::Lost(None))
         }
     }
 
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
         let key = (lease.info.group.clone(), lease.info.participant_id.clone());
-        let node = self.nodes.lock().get(&key).cloned();
-        match node {
-            Some(n)
-                if n.path == lease.handle
-                    && u64::try_from(n.czxid).ok() == Some(lease.fencing_token()) =>
-            {
-                self.delete_node(&key, n, deadline)
-            }
-            _ => Ok(()),
+        let ours = self.nodes.lock().get(&key).is_some_and(|n| {
+            n.path == lease.handle && u64::try_from(n.czxid).ok() == Some(lease.fencing_token())
+        });
+        if ours {
+            self.forget(&key, deadline)?;
         }
+        Ok(())
     }
 
     fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
-        let key = (group.to_owned(), participant_id.to_owned());
-        let node = self.nodes.lock().get(&key).cloned();
-        match node {
-            Some(n) => self.delete_node(&key, n, deadline),
-            None => Ok(()),
-        }
+        self.forget(&(group.to_owned(), participant_id.to_owned()), deadline)
     }
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
         validate::group(group)?;
-        let (zk, _) = self.session(deadline)?;
-        for name in self.queue(&zk, group, deadline)? {
+        let session = self.session(deadline)?;
+        for name in self.queue(&session, group, deadline)? {
             // The lowest node may vanish between listing and reading: try the next.
             let path = format!("{}/{name}", self.group_path(group));
-            if let Some(info) = self.read_info(&zk, group, path, deadline)? {
+            if let Some(info) = self.read_info(&session, group, path, deadline)? {
                 return Ok(Some(info));
             }
         }
@@ -830,22 +975,5 @@ impl Provider for ZooKeeperProvider {
 
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         Ok(Some(self.watchers.add(group, wakeup)))
-    }
-}
-
-impl ZooKeeperProvider {
-    fn delete_node(&self, key: &(String, String), node: Node, deadline: Instant) -> Result<()> {
-        let (zk, generation) = self.session(deadline)?;
-        if generation == node.generation {
-            let p = node.path.clone();
-            self.run(&zk, "delete node", deadline, move |zk| {
-                match zk.delete(&p, None) {
-                    Ok(()) | Err(ZkError::NoNode) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })?;
-        }
-        self.nodes.lock().remove(key);
-        Ok(())
     }
 }
