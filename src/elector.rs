@@ -24,9 +24,6 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default retry (campaign) interval: 2 s.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The longest TTL or interval accepted: keeps every deadline computation far from overflow.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
 /// Validated settings of one elector.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -150,18 +147,9 @@ impl<P: Provider> ElectorBuilder<P> {
             validate::metadata_key(k)?;
             validate::metadata_value(v)?;
         }
-        let nonzero = |field, d: Duration| {
-            if d < Duration::from_millis(1) {
-                Err(Error::config(field, "must be at least 1 ms"))
-            } else if d > MAX_DURATION {
-                Err(Error::config(field, "must be at most 24 hours"))
-            } else {
-                Ok(())
-            }
-        };
-        nonzero("lease_ttl", self.lease_ttl)?;
-        nonzero("heartbeat_interval", self.heartbeat_interval)?;
-        nonzero("retry_interval", self.retry_interval)?;
+        validate::duration("lease_ttl", self.lease_ttl)?;
+        validate::duration("heartbeat_interval", self.heartbeat_interval)?;
+        validate::duration("retry_interval", self.retry_interval)?;
         let safety_margin = self.safety_margin.unwrap_or(self.lease_ttl / 10);
         if safety_margin * 2 >= self.lease_ttl {
             return Err(Error::config(

@@ -57,6 +57,18 @@ pub fn metadata_value(value: &str) -> Result<()> {
     Ok(())
 }
 
+/// A duration option: at least 1 ms and at most 24 hours, which keeps every deadline
+/// computed from it far from overflowing the clock.
+pub fn duration(field: &'static str, d: std::time::Duration) -> Result<()> {
+    if d < std::time::Duration::from_millis(1) {
+        Err(Error::config(field, "must be at least 1 ms"))
+    } else if d > std::time::Duration::from_secs(24 * 3600) {
+        Err(Error::config(field, "must be at most 24 hours"))
+    } else {
+        Ok(())
+    }
+}
+
 /// A SQL identifier (table or schema name): 1–63 characters from `[a-z0-9_]`, starting with a
 /// lowercase letter or underscore. Anything else is rejected, never quoted into SQL.
 pub fn sql_identifier(field: &'static str, name: &str) -> Result<()> {

@@ -338,12 +338,8 @@ impl PostgresProvider {
     pub fn new(options: PostgresOptions) -> Result<Self> {
         validate::sql_identifier("schema", &options.schema)?;
         validate::sql_identifier("table", &options.table)?;
-        if options.command_timeout < Duration::from_millis(1) {
-            return Err(Error::config("command_timeout", "must be at least 1 ms"));
-        }
-        if options.connect_timeout < Duration::from_millis(1) {
-            return Err(Error::config("connect_timeout", "must be at least 1 ms"));
-        }
+        validate::duration("command_timeout", options.command_timeout)?;
+        validate::duration("connect_timeout", options.connect_timeout)?;
         if options.pool_size == 0 {
             return Err(Error::config("pool_size", "must be at least 1"));
         }

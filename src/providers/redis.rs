@@ -218,9 +218,7 @@ impl RedisProvider {
             ("connect_timeout", options.connect_timeout),
             ("command_timeout", options.command_timeout),
         ] {
-            if d < Duration::from_millis(1) {
-                return Err(Error::config(field, "must be at least 1 ms"));
-            }
+            validate::duration(field, d)?;
         }
         // Never echo the URL: it may carry a password.
         let bad_url = |_| {

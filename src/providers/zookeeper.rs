@@ -282,9 +282,10 @@ impl ZooKeeperProvider {
             ("session_timeout", options.session_timeout),
             ("connect_timeout", options.connect_timeout),
         ] {
-            if d < Duration::from_millis(1) {
-                return Err(Error::config(field, "must be at least 1 ms"));
-            }
+            validate::duration(field, d)?;
+        }
+        if options.retry_delay > Duration::from_secs(3600) {
+            return Err(Error::config("retry_delay", "must be at most 1 hour"));
         }
         let (hosts_part, chroot) = match options.connect.find('/') {
             Some(i) => (&options.connect[..i], &options.connect[i..]),
@@ -507,7 +508,7 @@ impl ZooKeeperProvider {
         deadline: Instant,
         op: impl Fn(&ZooKeeper) -> zookeeper::ZkResult<T> + Send + Sync + 'static,
     ) -> Result<T> {
-        let mut tries = self.options.retries + 1;
+        let mut tries = self.options.retries.saturating_add(1);
         let op = Arc::new(op);
         loop {
             let (tx, rx) = crossbeam_channel::bounded(1);
