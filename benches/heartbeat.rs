@@ -127,6 +127,17 @@ fn zookeeper(c: &mut Criterion) {
     c.bench_function("zookeeper/raw exists", |bch| {
         bch.iter(|| black_box(raw.exists("/", false).expect("exists")))
     });
+    // The renew is a write (it must reach the ensemble's leader): compare with a raw one too.
+    let scratch = format!("/le-bench-scratch-{}", std::process::id());
+    let _ = raw.create(
+        &scratch,
+        Vec::new(),
+        ::zookeeper::Acl::open_unsafe().clone(),
+        ::zookeeper::CreateMode::Ephemeral,
+    );
+    c.bench_function("zookeeper/raw setData", |bch| {
+        bch.iter(|| black_box(raw.set_data(&scratch, b"x".to_vec(), None).expect("setData")))
+    });
     bench_provider(c, "zookeeper", &a);
 
     // Hand-off: from the leader's release to its watching successor holding the lease.
