@@ -136,7 +136,12 @@ fn zookeeper(c: &mut Criterion) {
         ::zookeeper::CreateMode::Ephemeral,
     );
     c.bench_function("zookeeper/raw setData", |bch| {
-        bch.iter(|| black_box(raw.set_data(&scratch, b"x".to_vec(), None).expect("setData")))
+        bch.iter(|| {
+            black_box(
+                raw.set_data(&scratch, b"x".to_vec(), None)
+                    .expect("setData"),
+            )
+        })
     });
     bench_provider(c, "zookeeper", &a);
 

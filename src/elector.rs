@@ -453,6 +453,15 @@ mod tests {
     }
 
     #[test]
+    fn handles_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Elector>();
+        send_sync::<crate::Changes>();
+        send_sync::<crate::Error>();
+        send_sync::<crate::FaultyProvider<MemoryProvider>>();
+    }
+
+    #[test]
     fn shut_down_elector_cannot_start() {
         let e = builder().build().unwrap();
         e.shutdown().unwrap();

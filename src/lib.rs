@@ -104,5 +104,10 @@ pub use providers::redis::{RedisOptions, RedisProvider};
 #[cfg(feature = "zookeeper")]
 pub use providers::zookeeper::{ZooKeeperAcl, ZooKeeperOptions, ZooKeeperProvider};
 
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Re-exported so users can `select!` on [`Changes::receiver`] without naming the crate.
 pub use crossbeam_channel;
