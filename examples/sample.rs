@@ -105,21 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         match changes.recv_timeout(Duration::from_millis(200)) {
-            Ok(LeadershipChange::Acquired { fencing_token, .. }) => {
-                println!("ACQUIRED leadership, fencing token {fencing_token}")
-            }
-            Ok(LeadershipChange::Lost {
-                fencing_token,
-                reason,
-            }) => {
-                println!("LOST leadership (token {fencing_token}): {reason}")
-            }
-            Ok(LeadershipChange::LeaderChanged { leader: Some(l) }) => println!(
-                "leader is now {} (token {})",
-                l.participant_id, l.fencing_token
-            ),
-            Ok(LeadershipChange::LeaderChanged { leader: None }) => println!("nobody leads"),
-            Ok(other) => println!("{other:?}"),
+            Ok(change) => print_change(&change),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -133,6 +119,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     elector.shutdown()?;
+    // The stream ends after shutdown; show what it still held (the final Lost).
+    changes.try_iter().for_each(|c| print_change(&c));
     println!("shut down");
     Ok(())
+}
+
+fn print_change(change: &LeadershipChange) {
+    match change {
+        LeadershipChange::Acquired { fencing_token, .. } => {
+            println!("ACQUIRED leadership, fencing token {fencing_token}")
+        }
+        LeadershipChange::Lost {
+            fencing_token,
+            reason,
+        } => println!("LOST leadership (token {fencing_token}): {reason}"),
+        LeadershipChange::LeaderChanged { leader: Some(l) } => println!(
+            "leader is now {} (token {})",
+            l.participant_id, l.fencing_token
+        ),
+        LeadershipChange::LeaderChanged { leader: None } => println!("nobody leads"),
+        other => println!("{other:?}"),
+    }
 }
