@@ -283,6 +283,18 @@ impl Elector {
 
     /// Whether this participant leads now. Checks the local deadline itself, so it turns
     /// `false` on time even while the backend hangs.
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, MemoryProvider};
+    /// use std::time::Instant;
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-is-leader").start()?;
+    /// elector.subscribe().take_until_leader().for_each(drop);
+    /// assert!(elector.is_leader());
+    /// assert!(elector.fencing_token().is_some());
+    /// assert!(elector.leader_deadline().unwrap() > Instant::now());
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn is_leader(&self) -> bool {
         self.shared.term().is_some()
     }
@@ -318,6 +330,19 @@ impl Elector {
     }
 
     /// A stream of every change, starting with the current state.
+    ///
+    /// ```
+    /// use leader_election::{Elector, LeadershipChange, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-subscribe").start()?;
+    /// for change in elector.subscribe() {
+    ///     if let LeadershipChange::Acquired { fencing_token, .. } = change {
+    ///         println!("leading with token {fencing_token}");
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn subscribe(&self) -> Changes {
         self.shared.subscribe(EventKinds::ALL)
     }
@@ -364,6 +389,17 @@ impl Elector {
     ///
     /// Returns the release's error, if any. Subscriptions end. Calling it again, or on an
     /// elector never started, returns `Ok(())`.
+    ///
+    /// ```
+    /// use leader_election::{Elector, MemoryProvider};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-shutdown").start()?;
+    /// let changes = elector.subscribe();
+    /// elector.shutdown()?;
+    /// assert!(!elector.is_leader());
+    /// assert!(changes.into_iter().filter(|c| c.is_lost()).count() <= 1); // the stream ended
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn shutdown(&self) -> Result<()> {
         let running = self.running.lock().take();
         // A never-started elector can no longer be started.

@@ -69,6 +69,17 @@ impl LeaderInfo {
     }
 
     /// Parses what [`LeaderInfo::to_json`] wrote. `backend` names the provider in the error.
+    ///
+    /// ```
+    /// use leader_election::LeaderInfo;
+    /// use std::collections::BTreeMap;
+    ///
+    /// let info = LeaderInfo::new("jobs", "node-1", 7, BTreeMap::new());
+    /// let back = LeaderInfo::from_json("my-backend", "jobs", &info.to_json())?;
+    /// assert_eq!(back.fencing_token, 7);
+    /// assert!(LeaderInfo::from_json("my-backend", "jobs", "{oops").is_err());
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn from_json(backend: &'static str, group: &str, json: &str) -> Result<Self> {
         let rec: Record = serde_json::from_str(json).map_err(|e| Error::Corrupt {
             backend,

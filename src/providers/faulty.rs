@@ -100,6 +100,30 @@ impl Faults {
 
     /// Makes affected calls block — ignoring their deadlines, like a client stuck in I/O —
     /// until [`Faults::unhang`].
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, FaultyProvider, LeadershipChange, LostReason, MemoryProvider, Operation};
+    /// use std::time::Duration;
+    ///
+    /// let provider = FaultyProvider::new(MemoryProvider::new());
+    /// let faults = provider.faults();
+    /// let elector = Elector::builder(provider)
+    ///     .group("doc-hang")
+    ///     .lease_ttl(Duration::from_millis(600))
+    ///     .heartbeat_interval(Duration::from_millis(200))
+    ///     .start()?;
+    /// let mut changes = elector.subscribe();
+    /// changes.by_ref().take_until_leader().for_each(drop);
+    /// faults.only(&[Operation::Renew]);
+    /// faults.hang(); // the next renew never returns…
+    /// match changes.next() {
+    ///     // …yet the leader steps down on its own deadline.
+    ///     Some(LeadershipChange::Lost { reason, .. }) => assert_eq!(reason, LostReason::DeadlinePassed),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// faults.unhang();
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn hang(&self) {
         self.state.plan.lock().hang = true;
     }

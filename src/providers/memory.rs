@@ -67,6 +67,17 @@ impl MemoryProvider {
     }
 
     /// The highest fencing token issued for `group` so far (0 if none).
+    ///
+    /// ```
+    /// use leader_election::{AcquireRequest, MemoryProvider, Provider};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let p = MemoryProvider::new();
+    /// let req = AcquireRequest::new("jobs", "a", Duration::from_secs(5));
+    /// p.try_acquire(&req, Instant::now() + Duration::from_secs(1))?;
+    /// assert_eq!(p.last_token("jobs"), 1);
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
     pub fn last_token(&self, group: &str) -> u64 {
         self.inner
             .groups
