@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::{PrivatePostgres, chain, postgres_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
-    AcquireRequest, Acquisition, ChangesExt, Elector, Error, EventKinds, LeadershipChange,
-    LostReason, PostgresOptions, PostgresProvider, PostgresTls, Provider,
+    AcquireRequest, Acquisition, ChangesExt, Elector, Error, LeadershipChange, PostgresOptions,
+    PostgresProvider, PostgresTls, Provider,
 };
 
 struct PgHarness {
@@ -134,22 +134,7 @@ fn server_down_at_start_fails_fast_or_retries_as_configured() {
     // Lazy: the elector retries until the server is up.
     let p = PostgresProvider::new(PostgresOptions::new(pg.url("sslmode=disable")).fail_fast(false))
         .expect("lazy provider");
-    let e = Elector::builder(p)
-        .group("down-at-start")
-        .lease_ttl(Duration::from_secs(3))
-        .heartbeat_interval(Duration::from_millis(500))
-        .retry_interval(Duration::from_millis(200))
-        .start()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!e.is_leader());
-    pg.start_server();
-    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
-    assert!(
-        changes.recv_timeout(Duration::from_secs(20)).is_ok(),
-        "no leadership within 20 s of the server starting"
-    );
-    e.shutdown().unwrap();
+    common::assert_leads_once_the_server_starts(p, || pg.start_server());
 }
 
 #[test]
@@ -213,17 +198,7 @@ fn leader_steps_down_when_the_server_dies_and_recovers_after() {
     let first = changes.by_ref_token();
     pg.stop_server();
     let stopped = Instant::now();
-    let lost = changes.recv_timeout(Duration::from_secs(10));
-    assert!(
-        matches!(
-            lost,
-            Ok(LeadershipChange::Lost {
-                reason: LostReason::DeadlinePassed,
-                ..
-            })
-        ),
-        "{lost:?}"
-    );
+    common::expect_deadline_step_down(&changes, Duration::from_secs(10));
     assert!(
         stopped.elapsed() < Duration::from_secs(4),
         "stepped down after {:?}",

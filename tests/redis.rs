@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::{PrivateRedis, chain, make_tls_certs, redis_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
-    AcquireRequest, Acquisition, ChangesExt, Elector, Error, EventKinds, LeadershipChange,
-    Provider, RedisOptions, RedisProvider,
+    AcquireRequest, Acquisition, ChangesExt, Elector, Error, LeadershipChange, Provider,
+    RedisOptions, RedisProvider,
 };
 
 struct RedisHarness {
@@ -133,19 +133,7 @@ fn server_down_at_start_fails_fast_or_retries_as_configured() {
     assert!(e.is_transient(), "{}", chain(&e));
     assert!(e.to_string().contains("redis"), "{e}");
     let p = RedisProvider::new(RedisOptions::new(server.url()).fail_fast(false)).unwrap();
-    let e = Elector::builder(p)
-        .group("down-at-start")
-        .lease_ttl(Duration::from_secs(3))
-        .heartbeat_interval(Duration::from_millis(500))
-        .retry_interval(Duration::from_millis(200))
-        .start()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(!e.is_leader());
-    server.start_server();
-    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
-    assert!(changes.recv_timeout(Duration::from_secs(20)).is_ok());
-    e.shutdown().unwrap();
+    common::assert_leads_once_the_server_starts(p, || server.start_server());
 }
 
 #[test]

@@ -175,18 +175,7 @@ fn frozen_server_leader_steps_down_by_its_deadline_then_someone_leads() {
     std::thread::sleep(Duration::from_millis(500));
     let deadline = a.leader_deadline().expect("a leads");
     zk.freeze();
-    let lost = a_changes.recv_timeout(Duration::from_secs(10));
-    let lost_at = Instant::now();
-    assert!(
-        matches!(
-            lost,
-            Ok(LeadershipChange::Lost {
-                reason: LostReason::DeadlinePassed,
-                ..
-            })
-        ),
-        "{lost:?}"
-    );
+    let lost_at = common::expect_deadline_step_down(&a_changes, Duration::from_secs(10));
     assert!(
         lost_at < deadline + Duration::from_secs(1),
         "late step-down"

@@ -574,3 +574,47 @@ pub fn assert_push_hand_off<P: leader_election::Provider>(
     assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
     took
 }
+
+/// For a provider built lazily while its server is down: an elector on it does not lead,
+/// then leads within 20 s of `start_server` running.
+pub fn assert_leads_once_the_server_starts<P: leader_election::Provider>(
+    provider: P,
+    start_server: impl FnOnce(),
+) {
+    use leader_election::{Elector, EventKinds};
+    let e = Elector::builder(provider)
+        .group("down-at-start")
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!e.is_leader(), "led while the server was down");
+    start_server();
+    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
+    assert!(
+        changes.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "no leadership within 20 s of the server starting"
+    );
+    e.shutdown().unwrap();
+}
+
+/// Waits up to `within` for the next change, which must be a step-down on the local deadline;
+/// returns when it arrived.
+pub fn expect_deadline_step_down(changes: &leader_election::Changes, within: Duration) -> Instant {
+    use leader_election::{LeadershipChange, LostReason};
+    let lost = changes.recv_timeout(within);
+    let at = Instant::now();
+    assert!(
+        matches!(
+            lost,
+            Ok(LeadershipChange::Lost {
+                reason: LostReason::DeadlinePassed,
+                ..
+            })
+        ),
+        "expected a step-down on the deadline, got {lost:?}"
+    );
+    at
+}
