@@ -307,10 +307,11 @@ impl r2d2::ManageConnection for Manager {
 /// once. Acquire, renew and release are one round trip each, on statements prepared per pooled
 /// connection.
 ///
-/// Statements are bounded by `statement_timeout` (set at connect) and the socket by
-/// `tcp_user_timeout` and keepalives, so a dead network ends a call within the command
-/// timeout. A server that is alive but frozen holds the call until it resumes; the elector's
-/// own deadline still makes its leader step down on time.
+/// Statements are bounded by `statement_timeout` (set at connect), and the socket by
+/// `tcp_user_timeout` (unacknowledged sends) and keepalives probing every second (a lost
+/// reply), so a dead network ends a call within about the command timeout. A server that is
+/// alive but frozen holds the call until it resumes; the elector's own deadline still makes
+/// its leader step down on time.
 ///
 /// ```no_run
 /// use leader_election::{Elector, PostgresOptions, PostgresProvider};
@@ -355,8 +356,13 @@ impl PostgresProvider {
         config
             .connect_timeout(options.connect_timeout)
             .tcp_user_timeout(options.command_timeout)
+            // A reply lost in a black-holed network leaves nothing unacknowledged for
+            // tcp_user_timeout to notice: keepalives end such a wait after about
+            // command_timeout / 2 + 3 s.
             .keepalives(true)
-            .keepalives_idle(options.command_timeout.max(Duration::from_secs(1)))
+            .keepalives_idle((options.command_timeout / 2).max(Duration::from_secs(1)))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
             .options(&format!(
                 "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
             ));
