@@ -89,7 +89,9 @@ impl<P: Provider> ElectorBuilder<P> {
     }
 
     /// How long a lease lasts without a renew (default 15 s). A crashed leader is replaced
-    /// within about this plus one retry interval.
+    /// within about this plus one retry interval (with backends whose leases end with a
+    /// session, such as ZooKeeper, after the session timeout instead). The provider may refuse
+    /// a TTL it cannot honour ([`Provider::check_lease_ttl`]) when the elector is built.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -171,6 +173,7 @@ impl<P: Provider> ElectorBuilder<P> {
                 ),
             ));
         }
+        self.provider.check_lease_ttl(self.lease_ttl)?;
         let config = Config {
             group,
             participant_id,
@@ -206,7 +209,8 @@ struct Running {
 /// Starting it spawns a heartbeat thread that campaigns every retry interval, renews every
 /// heartbeat interval while leading and reports each change to subscribers; a second thread
 /// runs the provider's blocking calls so that a hung backend can never delay a step-down.
-/// Dropping the elector shuts it down (releasing leadership) on a best-effort basis; call
+/// Dropping the elector shuts it down (releasing leadership) on a best-effort basis, waiting
+/// at most `max(heartbeat_interval, retry_interval)` for the release; call
 /// [`Elector::shutdown`] to see errors.
 ///
 /// ```
@@ -387,8 +391,10 @@ impl Elector {
 
     /// Stops the heartbeat thread, releasing leadership if held, and waits for it.
     ///
-    /// Returns the release's error, if any. Subscriptions end. Calling it again, or on an
-    /// elector never started, returns `Ok(())`.
+    /// Waits at most `max(heartbeat_interval, retry_interval)` for the release. Returns the
+    /// error of the release (or of the withdrawal from the backend's queue), or
+    /// [`Error::Timeout`] if a hung backend call kept it from finishing. Subscriptions end.
+    /// Calling it again, or on an elector never started, returns `Ok(())`.
     ///
     /// ```
     /// use leader_election::{Elector, MemoryProvider};

@@ -24,7 +24,7 @@
 //! let token = elector.fencing_token().expect("leads");
 //! assert!(elector.leader_deadline().is_some());
 //! # let _ = token;
-//! elector.shutdown()?; // releases leadership; a follower takes over at once
+//! elector.shutdown()?; // releases leadership for a follower to take over
 //! # Ok::<(), leader_election::Error>(())
 //! ```
 //!
@@ -40,15 +40,18 @@
 //!   to deliver [`LeadershipChange::Lost`] with [`LostReason::DeadlinePassed`] — even while a
 //!   backend call hangs. The backend, for its part, must not grant the lease to anyone else
 //!   before `sent + TTL` (the [`Provider`] contract), so with clocks that run at rates within
-//!   the margin of each other, two participants never both believe they lead.
+//!   the margin of each other, and a backend that keeps its data, two participants never both
+//!   believe they lead. (Each provider's docs say what can break that on its backend.)
 //! - **Fencing tokens.** Every acquisition of a group yields a `u64` strictly greater than
-//!   every earlier token of that group on that backend. Give it to the systems the leader
-//!   writes to so they can reject a stale leader's late writes.
+//!   every earlier token of that group on that backend, as long as the backend's history is
+//!   kept. Give it to the systems the leader writes to so they can reject a stale leader's late
+//!   writes.
 //! - **Subscribers never block the elector.** Each subscription is an unbounded channel; a
 //!   slow subscriber only queues, a dropped one is forgotten. A new subscription first sees
-//!   the current state.
+//!   the current state: `Acquired` if it leads, else the leader it last observed, if any.
 //! - **No panics, no secrets.** Backend errors are logged with [`log`] and retried; no
-//!   password, key or token ever appears in logs, `Debug` output or error text.
+//!   password, key or authentication token ever appears in logs, `Debug` output or error
+//!   text (fencing tokens are not secrets and are logged).
 //!
 //! # Backends
 //!

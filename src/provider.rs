@@ -1,7 +1,7 @@
 //! The contract every backend implements.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -45,6 +45,14 @@ use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 pub trait Provider: Send + Sync + 'static {
     /// A short name for logs and errors, such as `"redis"`.
     fn name(&self) -> &'static str;
+
+    /// Checks, when an elector is built, that this provider can honour leases of `ttl`;
+    /// returns [`crate::Error::InvalidConfig`] naming `lease_ttl` and the limit if not (a
+    /// ZooKeeper lease cannot outlive its session). The default accepts any TTL. Must not block.
+    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
+        let _ = ttl;
+        Ok(())
+    }
 
     /// Tries once to make `request.participant_id` the leader of `request.group`.
     ///
@@ -179,6 +187,9 @@ macro_rules! forward_provider {
         impl<P: Provider + ?Sized> Provider for $ty {
             fn name(&self) -> &'static str {
                 (**self).name()
+            }
+            fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
+                (**self).check_lease_ttl(ttl)
             }
             fn try_acquire(
                 &self,

@@ -129,6 +129,14 @@ fn options_are_checked_and_secrets_stay_out_of_errors() {
         ),
         "{e}"
     );
+    // …and an elector with such a TTL is refused when it is built.
+    let e = Elector::builder(p)
+        .group("g")
+        .lease_ttl(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(5))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("lease_ttl"), "{e}");
     let o = options(&zookeeper_hosts()).digest("u", "Sup3r-Secret");
     assert!(!format!("{o:?}").contains("Sup3r-Secret"));
 }

@@ -257,6 +257,10 @@ impl<P: Provider> Provider for FaultyProvider<P> {
         self.inner.name()
     }
 
+    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
+        self.inner.check_lease_ttl(ttl)
+    }
+
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
         self.faults.apply(Operation::Acquire)?;
         self.inner.try_acquire(request, deadline)

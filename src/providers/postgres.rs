@@ -300,7 +300,8 @@ impl r2d2::ManageConnection for Manager {
 ///
 /// The row holds the leader, its fencing token and an expiry time. Every decision about expiry
 /// is made by the database on its own clock (`clock_timestamp()`), in a single statement, so
-/// client clocks never matter. The token is the row's counter, incremented by each new
+/// client clocks never matter; a step of the database server's wall clock, though, shortens or
+/// lengthens leases by the step (keep it slewed by NTP, not stepped). The token is the row's counter, incremented by each new
 /// acquisition; rows are never deleted, so tokens keep rising for the life of the table.
 /// Releasing a lease sends `NOTIFY` on a channel named after the table, and a listener thread
 /// (one per provider, started by the first [`Provider::watch`]) wakes waiting followers at

@@ -171,7 +171,8 @@ fn validate_prefix(prefix: &str) -> Result<()> {
 /// Acquire is one Lua script: if the key is absent it takes a fencing token and writes
 /// `"<token> <record>"` with `SET NX PX <ttl>`. Renew and release are Lua scripts that act only
 /// if the key still holds exactly that value — same holder, same token — one round trip each.
-/// Expiry is Redis's own key expiry. A release publishes on `<prefix>events`, and a listener
+/// Expiry is Redis's own key expiry, on the server's clock: a step of that clock shortens or
+/// lengthens leases by the step (keep it slewed by NTP, not stepped). A release publishes on `<prefix>events`, and a listener
 /// thread (one per provider, started by the first [`Provider::watch`]) wakes waiting followers
 /// at once.
 ///

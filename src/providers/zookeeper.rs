@@ -861,18 +861,23 @@ impl Provider for ZooKeeperProvider {
         BACKEND
     }
 
-    fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
-        validate::group(&request.group)?;
-        if request.ttl > self.options.session_timeout {
+    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
+        if ttl > self.options.session_timeout {
             return Err(Error::config(
                 "lease_ttl",
                 format!(
-                    "must be at most the ZooKeeper session timeout ({:?}), got {:?}: a lease \
-                     cannot outlive the session holding it",
-                    self.options.session_timeout, request.ttl
+                    "must be at most the ZooKeeper session timeout ({:?}), got {ttl:?}: a \
+                     lease cannot outlive the session holding it",
+                    self.options.session_timeout
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
+        validate::group(&request.group)?;
+        self.check_lease_ttl(request.ttl)?;
         let session = self.session(deadline)?;
         let key = (request.group.clone(), request.participant_id.clone());
         let mine = self.own_node(&session, request, deadline)?;
