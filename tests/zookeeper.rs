@@ -267,3 +267,31 @@ fn one_provider_never_hands_the_same_term_out_twice() {
     };
     assert!(second.fencing_token() > first.fencing_token());
 }
+
+#[test]
+fn renews_do_not_wake_the_waiting_follower() {
+    use leader_election::{FaultyProvider, Operation};
+    let opts = options(&zookeeper_hosts());
+    let make = |p: Box<dyn Provider>, id: &str| {
+        Elector::builder(p)
+            .group("idle")
+            .participant_id(id)
+            .lease_ttl(Duration::from_secs(4))
+            .heartbeat_interval(Duration::from_millis(250))
+            .retry_interval(Duration::from_secs(30))
+            .start()
+            .unwrap()
+    };
+    let a = make(Box::new(ZooKeeperProvider::new(opts.clone()).unwrap()), "a");
+    first_token(&a.subscribe(), Duration::from_secs(20));
+    let follower = FaultyProvider::new(ZooKeeperProvider::new(opts).unwrap());
+    let faults = follower.faults();
+    let b = make(Box::new(follower), "b");
+    std::thread::sleep(Duration::from_secs(3)); // about twelve renews by a
+    let campaigns = faults.calls(Operation::Acquire);
+    assert!(
+        campaigns <= 2,
+        "the follower campaigned {campaigns} times in 3 s: renews are waking it"
+    );
+    assert!(a.is_leader() && !b.is_leader());
+}

@@ -202,7 +202,6 @@ struct Node {
     owner: i64,
     czxid: i64,
     generation: u64,
-    record: Vec<u8>,
     /// Handed out as a lease (until released): never handed out again.
     leased: bool,
 }
@@ -221,11 +220,13 @@ struct Node {
 /// most the session timeout (else [`Error::InvalidConfig`]), and the server's
 /// `maxSessionTimeout` must not be below the session timeout (the server would silently
 /// shorten it, and the `zookeeper` crate does not report the negotiated value). Acquiring and
-/// renewing confirm the lease with a *write* to our node (`setData`), which only the ensemble's
-/// leader can accept and only for a live session — a read could be answered by a server cut
-/// off from the quorum — and check the node's `czxid` and that its `ephemeralOwner` is the
-/// session that created it: the check whose absence let Curator keep two leaders after a
-/// session expiry (CURATOR-696).
+/// renewing confirm the lease with a *write* (an empty `setData` on the group node), which
+/// only the ensemble's leader can commit and only for a live session — a read could be
+/// answered by a server cut off from the quorum — followed by an `exists` of our node at least
+/// as fresh, checking its `czxid` and that its `ephemeralOwner` is the session that created it:
+/// the check whose absence let Curator keep two leaders after a session expiry (CURATOR-696).
+/// That is two round trips per renew (this client has no `multi`); the write goes to the group
+/// node so that our successor's watch on our node fires only when the node goes.
 ///
 /// The crate never recovers a lost session, so this provider then builds a new client, only
 /// after a plain TCP connect shows a server answers (so no client spins while the ensemble is
@@ -679,23 +680,34 @@ impl ZooKeeperProvider {
             owner: stat.ephemeral_owner,
             czxid: stat.czxid,
             generation: session.generation,
-            record,
             leased: false,
         };
         self.nodes.lock().insert(key, node.clone());
         Ok(node)
     }
 
-    /// Confirms through the ensemble's leader (a write) that `node` exists as created, owned by
-    /// this live session.
-    fn confirm(&self, session: &Session, node: &Node, deadline: Instant) -> Result<bool> {
-        let (p, data) = (node.path.clone(), node.record.clone());
+    /// Confirms that `node` exists as created, owned by this session, and that the session is
+    /// alive at the ensemble's leader.
+    ///
+    /// First a write (an empty `setData` on the group node): only the leader commits it, and
+    /// only for a live session — a server cut off from the quorum could still answer reads.
+    /// Then, on the same connection and so at least as fresh as that write, an `exists` of our
+    /// node. (The write goes to the group node, not to ours: our successor watches our node,
+    /// and a write to it would wake that follower at every renew.)
+    fn confirm(
+        &self,
+        session: &Session,
+        group: &str,
+        node: &Node,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let (gp, p) = (self.group_path(group), node.path.clone());
         let stat = self.run(session, "confirm node", deadline, move |zk| {
-            match zk.set_data(&p, data.clone(), None) {
-                Ok(s) => Ok(Some(s)),
-                Err(ZkError::NoNode) => Ok(None),
-                Err(e) => Err(e),
+            match zk.set_data(&gp, Vec::new(), None) {
+                Ok(_) | Err(ZkError::NoNode) => {}
+                Err(e) => return Err(e),
             }
+            zk.exists(&p, false)
         })?;
         Ok(stat.is_some_and(|s| s.ephemeral_owner == node.owner && s.czxid == node.czxid))
     }
@@ -906,7 +918,7 @@ impl Provider for ZooKeeperProvider {
         let group_path = self.group_path(&request.group);
         if pos == 0 {
             // Lowest: ours, if the leader confirms it belongs to this live session.
-            if !self.confirm(&session, &mine, deadline)? {
+            if !self.confirm(&session, &request.group, &mine, deadline)? {
                 self.nodes.lock().remove(&key);
                 return Ok(Acquisition::Held(None));
             }
@@ -944,7 +956,9 @@ impl Provider for ZooKeeperProvider {
         };
         let session = self.session(deadline)?;
         // A node of an earlier session is not ours to keep (release deletes it).
-        if node.generation == session.generation && self.confirm(&session, &node, deadline)? {
+        if node.generation == session.generation
+            && self.confirm(&session, &lease.info.group, &node, deadline)?
+        {
             Ok(Renewal::Renewed)
         } else {
             Ok(Renewal::Lost(None))
