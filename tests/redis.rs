@@ -255,3 +255,37 @@ fn release_wakes_a_follower_through_pubsub() {
     });
     eprintln!("redis hand-off on release took {took:?}");
 }
+
+#[test]
+fn the_pubsub_listener_survives_idle_pings_and_killed_connections() {
+    let server = PrivateRedis::start(&[]);
+    let (a, b) = (
+        RedisProvider::new(RedisOptions::new(server.url())).unwrap(),
+        RedisProvider::new(RedisOptions::new(server.url())).unwrap(),
+    );
+    let (wakeup, woken) = leader_election::Wakeup::channel();
+    let _watch = b.watch("g", wakeup).unwrap().expect("redis pushes changes");
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let handoff = |round: &str| {
+        let Acquisition::Acquired(lease) = acquire(&a, "g", "a") else {
+            panic!("{round}: not acquired")
+        };
+        while woken.try_recv().is_ok() {}
+        a.release(&lease, deadline()).unwrap();
+        assert!(
+            woken.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "{round}: no wake-up after the release"
+        );
+    };
+    handoff("fresh");
+    std::thread::sleep(Duration::from_secs(6)); // the listener pings its idle connection
+    handoff("after an idle ping");
+    let mut admin = raw(&server.url());
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(killed, 1);
+    std::thread::sleep(Duration::from_millis(500)); // reconnect and resubscribe
+    handoff("after the connection was killed");
+}

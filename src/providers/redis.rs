@@ -529,7 +529,14 @@ impl Listener {
             pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
             pubsub.subscribe(&self.channel)?;
             subscribed();
+            let mut last_ping = Instant::now();
             while !self.stop.is_stopped() {
+                // A connection that died silently would just look quiet: ping it now and then
+                // (a reply that does not come within the read timeout ends this session).
+                if last_ping.elapsed() >= Duration::from_secs(5) {
+                    pubsub.ping::<redis::Value>()?;
+                    last_ping = Instant::now();
+                }
                 match pubsub.get_message() {
                     Ok(msg) => {
                         if let Ok(group) = msg.get_payload::<String>() {
