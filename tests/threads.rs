@@ -1,7 +1,7 @@
-//! No thread outlives its elector and provider: heartbeat, I/O, LISTEN and pub/sub threads and
-//! connection pools all end after shutdown and drop. Alone in its own test binary, so the
-//! process's thread count is this test's.
-#![cfg(all(feature = "postgres", feature = "redis"))]
+//! No thread outlives its elector and provider: heartbeat, I/O, LISTEN and pub/sub threads,
+//! connection pools and ZooKeeper clients all end after shutdown and drop. Alone in its own
+//! test binary, so the process's thread count is this test's.
+#![cfg(all(feature = "postgres", feature = "redis", feature = "zookeeper"))]
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use leader_election::{
     ChangesExt, Elector, MemoryProvider, PostgresOptions, PostgresProvider, Provider, RedisOptions,
-    RedisProvider,
+    RedisProvider, ZooKeeperOptions, ZooKeeperProvider,
 };
 
 fn lead_and_stop(provider: impl Provider, group: &str) {
@@ -35,6 +35,13 @@ fn no_thread_outlives_its_elector() {
         lead_and_stop(pg, &g);
         let redis = RedisProvider::new(RedisOptions::new(common::redis_url())).unwrap();
         lead_and_stop(redis, &g);
+        let zk = ZooKeeperProvider::new(
+            ZooKeeperOptions::new(common::zookeeper_hosts())
+                .root_path("/le-test/threads")
+                .session_timeout(Duration::from_secs(3)),
+        )
+        .unwrap();
+        lead_and_stop(zk, &g);
         assert!(
             common::wait_for(Duration::from_secs(10), || common::thread_count() <= before),
             "round {round}: {} threads after shutdown, {before} before: {:?}",
