@@ -99,13 +99,19 @@ pub use providers::faulty::{Faults, FaultyProvider, Operation};
 pub use providers::file::FileProvider;
 pub use providers::memory::MemoryProvider;
 #[cfg(feature = "postgres")]
-pub use providers::postgres::{PostgresOptions, PostgresProvider};
+pub use providers::postgres::PostgresProvider;
+#[cfg(feature = "postgres")]
+pub use providers::postgres_options::PostgresOptions;
 #[cfg(feature = "postgres")]
 pub use providers::postgres_tls::PostgresTls;
 #[cfg(feature = "redis")]
-pub use providers::redis::{RedisOptions, RedisProvider};
+pub use providers::redis::RedisProvider;
+#[cfg(feature = "redis")]
+pub use providers::redis_options::RedisOptions;
 #[cfg(feature = "zookeeper")]
-pub use providers::zookeeper::{ZooKeeperAcl, ZooKeeperOptions, ZooKeeperProvider};
+pub use providers::zookeeper::ZooKeeperProvider;
+#[cfg(feature = "zookeeper")]
+pub use providers::zookeeper_options::{ZooKeeperAcl, ZooKeeperOptions};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -9,10 +9,16 @@ pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "postgres")]
+pub(crate) mod postgres_options;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres_tls;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "redis")]
+pub(crate) mod redis_options;
 #[cfg(any(feature = "postgres", feature = "redis", feature = "zookeeper"))]
 pub(crate) mod watchers;
 #[cfg(feature = "zookeeper")]
 pub(crate) mod zookeeper;
+#[cfg(feature = "zookeeper")]
+pub(crate) mod zookeeper_options;

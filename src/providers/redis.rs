@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
 use crate::providers::listener::{self, Stop};
+use crate::providers::redis_options::{RedisOptions, describe, validate_prefix};
 use crate::providers::watchers::Watchers;
 use crate::validate;
 
@@ -53,118 +54,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
-
-/// Options of a [`RedisProvider`].
-///
-/// ```
-/// use leader_election::RedisOptions;
-/// use std::time::Duration;
-///
-/// let options = RedisOptions::new("rediss://app:secret@redis.internal:6380/0")
-///     .key_prefix("myapp:election:")
-///     .command_timeout(Duration::from_secs(2));
-/// assert!(!format!("{options:?}").contains("secret"));
-/// ```
-#[derive(Clone)]
-pub struct RedisOptions {
-    url: String,
-    key_prefix: String,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    fail_fast: bool,
-    ca_file: Option<std::path::PathBuf>,
-}
-
-impl RedisOptions {
-    /// Options for a URL — `redis://[user][:password@]host[:port][/db]`, or `rediss://` for
-    /// TLS (append `#insecure` to skip certificate checks) — with defaults: key prefix
-    /// `leader-election:`, 5 s connect and command timeouts, fail fast.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisOptions {
-            url: url.into(),
-            key_prefix: "leader-election:".into(),
-            connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(5),
-            fail_fast: true,
-            ca_file: None,
-        }
-    }
-
-    /// For `rediss://`: trust the CA certificates in this PEM file instead of the system's
-    /// root certificates.
-    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.ca_file = Some(path.into());
-        self
-    }
-
-    /// The prefix of every key (default `leader-election:`): up to 64 characters from
-    /// `[A-Za-z0-9:._-]`. Group `G` uses keys `<prefix>{G}` and `<prefix>{G}:token`, which share
-    /// a cluster hash slot, and the channel `<prefix>events`.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
-    /// The longest a connection attempt may take (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The longest a command may wait for its reply (default 5 s; the call's deadline may
-    /// shorten it).
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Whether [`RedisProvider::new`] connects at once and fails if it cannot (default
-    /// `true`). With `false` the elector's calls fail with transient errors until Redis is up.
-    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
-        self.fail_fast = fail_fast;
-        self
-    }
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("server", &describe(&self.url))
-            .field("key_prefix", &self.key_prefix)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("fail_fast", &self.fail_fast)
-            .field("ca_file", &self.ca_file)
-            .finish()
-    }
-}
-
-/// `scheme://host:port/db` of a URL, without user or password.
-fn describe(url: &str) -> String {
-    match redis::Client::open(url) {
-        Ok(c) => {
-            let info = c.get_connection_info();
-            format!("{}/{}", info.addr(), info.redis_settings().db())
-        }
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
-
-fn validate_prefix(prefix: &str) -> Result<()> {
-    if prefix.len() > 64 {
-        return Err(Error::config("key_prefix", "must be at most 64 characters"));
-    }
-    if let Some(bad) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-')))
-    {
-        return Err(Error::config(
-            "key_prefix",
-            format!("contains the character {bad:?}; allowed are letters, digits and :._-"),
-        ));
-    }
-    Ok(())
-}
 
 /// Elects through one Redis key per group.
 ///
