@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
 use crate::providers::watchers::Watchers;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -30,6 +33,39 @@ impl Stop {
         let end = Instant::now() + d;
         while !self.is_stopped() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+    }
+}
+
+/// A provider's listener thread: started by the first watch, stopped when the provider (and so
+/// this slot) is dropped.
+#[derive(Default)]
+pub(crate) struct Listener(Mutex<Option<Stop>>);
+
+impl Listener {
+    /// Starts the thread named `name` once; `body` builds its work from the stop flag.
+    pub(crate) fn ensure<F>(&self, name: &str, body: impl FnOnce(Stop) -> F) -> Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let mut slot = self.0.lock();
+        if slot.is_some() {
+            return Ok(());
+        }
+        let stop = Stop::default();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(body(stop.clone()))
+            .map_err(|e| Error::io(format!("spawning the {name} thread"), e))?;
+        *slot = Some(stop);
+        Ok(())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.lock().take() {
+            stop.stop();
         }
     }
 }

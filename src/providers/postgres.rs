@@ -12,7 +12,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::listener::{self, Stop};
+use crate::providers::listener::{self, Listener, Stop};
 use crate::providers::postgres_options::{PostgresOptions, describe};
 use crate::providers::postgres_tls;
 use crate::providers::watchers::Watchers;
@@ -194,7 +194,7 @@ pub struct PostgresProvider {
     tls: MakeRustlsConnect,
     command_timeout: Duration,
     watchers: Watchers,
-    listener: parking_lot::Mutex<Option<Stop>>,
+    listener: Listener,
     server: String,
 }
 
@@ -271,7 +271,7 @@ impl PostgresProvider {
             tls,
             command_timeout: options.command_timeout,
             watchers: Watchers::default(),
-            listener: parking_lot::Mutex::new(None),
+            listener: Listener::default(),
             server,
         })
     }
@@ -322,32 +322,16 @@ impl PostgresProvider {
 
     /// Starts the LISTEN thread once.
     fn ensure_listener(&self) -> Result<()> {
-        let mut listener = self.listener.lock();
-        if listener.is_some() {
-            return Ok(());
-        }
-        let stop = Stop::default();
-        let ctx = ListenCtx {
-            config: self.config.clone(),
-            tls: self.tls.clone(),
-            channel: self.sql.channel.clone(),
-            watchers: self.watchers.clone(),
-            stop: stop.clone(),
-        };
-        std::thread::Builder::new()
-            .name("le-pg-listen".into())
-            .spawn(move || ctx.run())
-            .map_err(|e| Error::io("spawning the LISTEN thread", e))?;
-        *listener = Some(stop);
-        Ok(())
-    }
-}
-
-impl Drop for PostgresProvider {
-    fn drop(&mut self) {
-        if let Some(stop) = self.listener.lock().take() {
-            stop.stop();
-        }
+        self.listener.ensure("le-pg-listen", |stop| {
+            let ctx = ListenCtx {
+                config: self.config.clone(),
+                tls: self.tls.clone(),
+                channel: self.sql.channel.clone(),
+                watchers: self.watchers.clone(),
+                stop,
+            };
+            move || ctx.run()
+        })
     }
 }
 

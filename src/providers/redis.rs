@@ -8,7 +8,7 @@ use redis::{Connection, ErrorKind, RedisError, Script, ServerErrorKind};
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::listener::{self, Stop};
+use crate::providers::listener::{self, Listener, Stop};
 use crate::providers::redis_options::{RedisOptions, describe, validate_prefix};
 use crate::providers::watchers::Watchers;
 use crate::validate;
@@ -61,9 +61,9 @@ return 0
 /// `"<token> <record>"` with `SET NX PX <ttl>`. Renew and release are Lua scripts that act only
 /// if the key still holds exactly that value — same holder, same token — one round trip each.
 /// Expiry is Redis's own key expiry, on the server's clock: a step of that clock shortens or
-/// lengthens leases by the step (keep it slewed by NTP, not stepped). A release publishes on `<prefix>events`, and a listener
-/// thread (one per provider, started by the first [`Provider::watch`]) wakes waiting followers
-/// at once.
+/// lengthens leases by the step (keep it slewed by NTP, not stepped). A release publishes on
+/// `<prefix>events`, and a listener thread (one per provider, started by the first
+/// [`Provider::watch`]) wakes waiting followers at once.
 ///
 /// **Data loss.** If Redis loses its data (a restart without persistence, a flush), the old
 /// leader's next renew finds the key gone and it steps down — by its own deadline at the
@@ -95,7 +95,7 @@ pub struct RedisProvider {
     connect_timeout: Duration,
     command_timeout: Duration,
     watchers: Watchers,
-    listener: Mutex<Option<Stop>>,
+    listener: Listener,
     server: String,
 }
 
@@ -148,7 +148,7 @@ impl RedisProvider {
             connect_timeout: options.connect_timeout,
             command_timeout: options.command_timeout,
             watchers: Watchers::default(),
-            listener: Mutex::new(None),
+            listener: Listener::default(),
             server: describe(&options.url),
         };
         if options.fail_fast {
@@ -249,32 +249,16 @@ impl RedisProvider {
     }
 
     fn ensure_listener(&self) -> Result<()> {
-        let mut listener = self.listener.lock();
-        if listener.is_some() {
-            return Ok(());
-        }
-        let stop = Stop::default();
-        let ctx = Listener {
-            client: self.client.clone(),
-            channel: self.channel.clone(),
-            watchers: self.watchers.clone(),
-            stop: stop.clone(),
-            connect_timeout: self.connect_timeout,
-        };
-        std::thread::Builder::new()
-            .name("le-redis-sub".into())
-            .spawn(move || ctx.run())
-            .map_err(|e| Error::io("spawning the pub/sub thread", e))?;
-        *listener = Some(stop);
-        Ok(())
-    }
-}
-
-impl Drop for RedisProvider {
-    fn drop(&mut self) {
-        if let Some(stop) = self.listener.lock().take() {
-            stop.stop();
-        }
+        self.listener.ensure("le-redis-sub", |stop| {
+            let ctx = Subscriber {
+                client: self.client.clone(),
+                channel: self.channel.clone(),
+                watchers: self.watchers.clone(),
+                stop,
+                connect_timeout: self.connect_timeout,
+            };
+            move || ctx.run()
+        })
     }
 }
 
@@ -399,7 +383,7 @@ impl Provider for RedisProvider {
 }
 
 /// The pub/sub thread's state.
-struct Listener {
+struct Subscriber {
     client: redis::Client,
     channel: String,
     watchers: Watchers,
@@ -407,7 +391,7 @@ struct Listener {
     connect_timeout: Duration,
 }
 
-impl Listener {
+impl Subscriber {
     fn run(self) {
         listener::run(BACKEND, &self.stop, &self.watchers, |subscribed| {
             let mut conn = self
