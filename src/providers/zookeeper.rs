@@ -39,6 +39,8 @@ struct Session {
     jobs: Sender<Job>,
     /// A call overran its deadline (a frozen server, a silent network): replace the session.
     wedged: AtomicBool,
+    /// Since when every call failed with a connection loss (none: the last call got through).
+    losing_since: Mutex<Option<Instant>>,
 }
 
 impl Session {
@@ -341,6 +343,7 @@ impl ZooKeeperProvider {
             generation,
             jobs,
             wedged: AtomicBool::new(false),
+            losing_since: Mutex::new(None),
         };
         let wait_until = (Instant::now() + self.options.connect_timeout).min(deadline);
         while session.state.load(Ordering::SeqCst) != STATE_CONNECTED {
@@ -406,7 +409,26 @@ impl ZooKeeperProvider {
                     session.authed.store(u64::MAX, Ordering::SeqCst);
                     return Err(map_err(operation, ZkError::NoAuth));
                 }
-                other => return other.map_err(|e| map_err(operation, e)),
+                Err(ZkError::ConnectionLoss) => {
+                    // The crate's I/O thread can die (it has panicking paths) without telling
+                    // its listeners: a session that loses every call for longer than its
+                    // timeout is over whatever its state says.
+                    let mut since = session.losing_since.lock();
+                    let first = *since.get_or_insert_with(Instant::now);
+                    if first.elapsed() > self.options.session_timeout {
+                        log::warn!(
+                            "zookeeper: session {} lost every call for {:?}; retiring it",
+                            session.generation,
+                            first.elapsed()
+                        );
+                        session.wedged.store(true, Ordering::SeqCst);
+                    }
+                    return Err(map_err(operation, ZkError::ConnectionLoss));
+                }
+                other => {
+                    *session.losing_since.lock() = None;
+                    return other.map_err(|e| map_err(operation, e));
+                }
             }
         }
     }
