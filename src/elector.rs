@@ -25,7 +25,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Validated settings of one elector.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Config {
     pub group: String,
     pub participant_id: String,
@@ -40,6 +40,11 @@ impl Config {
     /// How long a term lasts after the renew (or acquire) that confirmed it was *sent*.
     pub(crate) fn validity(&self) -> Duration {
         self.lease_ttl - self.safety_margin
+    }
+
+    /// How long a shutdown waits for the release (and a drop, for the shutdown).
+    pub(crate) fn shutdown_wait(&self) -> Duration {
+        self.heartbeat_interval.max(self.retry_interval)
     }
 }
 

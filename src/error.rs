@@ -136,6 +136,31 @@ impl Error {
         }
     }
 
+    /// The error followed by each of its sources, `": "`-separated: what a log line should
+    /// show.
+    ///
+    /// ```
+    /// use leader_election::Error;
+    ///
+    /// let e = Error::Backend {
+    ///     backend: "redis",
+    ///     operation: "renew",
+    ///     transient: true,
+    ///     source: "connection reset by peer".into(),
+    /// };
+    /// assert_eq!(e.report(), "redis: renew failed: connection reset by peer");
+    /// ```
+    pub fn report(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(cause) = src {
+            s.push_str(": ");
+            s.push_str(&cause.to_string());
+            src = cause.source();
+        }
+        s
+    }
+
     /// Shorthand for [`Error::InvalidConfig`].
     pub(crate) fn config(field: &'static str, rule: impl Into<String>) -> Self {
         Error::InvalidConfig {

@@ -139,7 +139,7 @@ fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outco
                     log::warn!(
                         "leader election {:?}: releasing a late lease failed (it will expire): {}",
                         lease.info.group,
-                        chain(&e)
+                        e.report()
                     );
                 }
             }
@@ -445,11 +445,7 @@ impl Heartbeat {
             self.config.participant_id.clone(),
         );
         self.send(withdraw, Instant::now() + self.config.heartbeat_interval);
-        let give_up_at = Instant::now()
-            + self
-                .config
-                .heartbeat_interval
-                .max(self.config.retry_interval);
+        let give_up_at = Instant::now() + self.config.shutdown_wait();
         self.stopping = Some(Stopping { reply, give_up_at });
     }
 
@@ -500,7 +496,7 @@ impl Heartbeat {
                         "leader election {:?}: releasing on shutdown failed (the lease will \
                          expire): {}",
                         self.config.group,
-                        chain(&e)
+                        e.report()
                     );
                     self.release_error = Some(e);
                 } else if let (Some(lease), true) = (lease, e.is_transient()) {
@@ -509,7 +505,7 @@ impl Heartbeat {
                     log::warn!(
                         "leader election {:?}: releasing the lease failed, will retry: {}",
                         self.config.group,
-                        chain(&e)
+                        e.report()
                     );
                     if self.unreleased.len() >= 8 {
                         self.unreleased.remove(0);
@@ -520,7 +516,7 @@ impl Heartbeat {
                     log::warn!(
                         "leader election {:?}: releasing the lease failed (it will expire): {}",
                         self.config.group,
-                        chain(&e)
+                        e.report()
                     );
                 }
             }
@@ -532,7 +528,7 @@ impl Heartbeat {
                 log::warn!(
                     "leader election {:?}: watching for changes failed (polling meanwhile): {}",
                     self.config.group,
-                    chain(&e)
+                    e.report()
                 );
                 self.watch = WatchState::Retry(now + self.config.retry_interval * 4);
             }
@@ -555,7 +551,7 @@ impl Heartbeat {
                         self.config.group
                     );
                     self.send(Call::Release(lease), now + self.config.heartbeat_interval);
-                    self.next_action = now + util::jitter(self.config.retry_interval, 0.5, 1.0);
+                    self.next_action = self.next_poll(now);
                     return;
                 }
                 log::info!(
@@ -575,7 +571,7 @@ impl Heartbeat {
                 self.next_action = if self.woken {
                     now.max(self.wake_floor())
                 } else {
-                    now + util::jitter(self.config.retry_interval, 0.5, 1.0)
+                    self.next_poll(now)
                 };
             }
             Err(e) => {
@@ -606,7 +602,7 @@ impl Heartbeat {
                 // Release anyway: it frees whatever the provider still keeps for this term.
                 self.step_down(LostReason::Superseded, true);
                 self.shared.observe(leader);
-                self.next_action = now + util::jitter(self.config.retry_interval, 0.5, 1.0);
+                self.next_action = self.next_poll(now);
             }
             Err(e) => {
                 self.log_error("renew", &e);
@@ -622,33 +618,38 @@ impl Heartbeat {
     }
 
     fn log_error(&self, what: &str, e: &Error) {
-        if e.is_transient() {
-            log::warn!(
-                "leader election {:?}: {what} failed, will retry: {}",
-                self.config.group,
-                chain(e)
-            );
+        let level = if e.is_transient() {
+            log::Level::Warn
         } else {
-            log::error!(
-                "leader election {:?}: {what} failed, will retry: {}",
-                self.config.group,
-                chain(e)
-            );
-        }
+            log::Level::Error
+        };
+        log::log!(
+            level,
+            "leader election {:?}: {what} failed, will retry: {}",
+            self.config.group,
+            e.report()
+        );
+    }
+
+    /// The next poll of a follower: one retry interval, jittered down to half.
+    fn next_poll(&self, now: Instant) -> Instant {
+        now + util::jitter(self.config.retry_interval, 0.5, 1.0)
     }
 
     fn finish(self) {
-        let result = match (&self.stopping, self.outstanding) {
-            (_, 0) => self.release_error.map_or(Ok(()), Err),
-            (Some(s), _) if Instant::now() >= s.give_up_at => Err(Error::Timeout {
+        let gave_up = self.outstanding > 0
+            && self
+                .stopping
+                .as_ref()
+                .is_some_and(|s| Instant::now() >= s.give_up_at);
+        let result = if gave_up {
+            Err(Error::Timeout {
                 backend: self.backend,
                 operation: "release on shutdown",
-                timeout: self
-                    .config
-                    .heartbeat_interval
-                    .max(self.config.retry_interval),
-            }),
-            _ => self.release_error.map_or(Ok(()), Err),
+                timeout: self.config.shutdown_wait(),
+            })
+        } else {
+            self.release_error.map_or(Ok(()), Err)
         };
         self.shared.close();
         log::debug!(
@@ -660,16 +661,4 @@ impl Heartbeat {
             let _ = stopping.reply.send(result);
         }
     }
-}
-
-/// An error with its sources, for logs.
-pub(crate) fn chain(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }

@@ -3,15 +3,19 @@
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());
 }
 
 fn seed() -> u64 {
+    // RandomState is seeded by the OS; the time and thread id tell threads apart.
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.write(format!("{:?}", std::thread::current().id()).as_bytes());
     h.write_u32(std::process::id());
     h.finish() | 1
 }

@@ -1,7 +1,7 @@
 //! The in-memory provider: one process, shared by clones.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
+use crate::providers::watchers::Watchers;
 
 /// A provider that keeps leases in memory, shared by every clone of it in one process.
 ///
@@ -35,14 +36,13 @@ pub struct MemoryProvider {
 #[derive(Default)]
 struct Inner {
     groups: Mutex<HashMap<String, Group>>,
+    watchers: Watchers,
 }
 
 #[derive(Default)]
 struct Group {
     last_token: u64,
     holder: Option<Holder>,
-    watchers: Vec<(u64, Wakeup)>,
-    next_watcher: u64,
 }
 
 struct Holder {
@@ -53,10 +53,6 @@ struct Holder {
 impl Group {
     fn live_holder(&self, now: Instant) -> Option<&Holder> {
         self.holder.as_ref().filter(|h| now < h.expires)
-    }
-
-    fn wake_all(&mut self) {
-        self.watchers.retain(|(_, w)| w.wake());
     }
 }
 
@@ -119,9 +115,10 @@ impl Provider for MemoryProvider {
             info: info.clone(),
             expires: now + request.ttl,
         });
+        drop(groups);
         if had_holder {
             // An expired term was replaced: other watchers may want to know.
-            group.wake_all();
+            self.inner.watchers.wake(&request.group);
         }
         let handle = info.fencing_token.to_string();
         Ok(Acquisition::Acquired(Lease::new(info, request.ttl, handle)))
@@ -149,15 +146,23 @@ impl Provider for MemoryProvider {
     }
 
     fn release(&self, lease: &Lease, _deadline: Instant) -> Result<()> {
-        let mut groups = self.inner.groups.lock();
-        if let Some(group) = groups.get_mut(&lease.info.group)
-            && group
-                .holder
-                .as_ref()
-                .is_some_and(|h| h.info.fencing_token == lease.info.fencing_token)
-        {
-            group.holder = None;
-            group.wake_all();
+        let released = {
+            let mut groups = self.inner.groups.lock();
+            match groups.get_mut(&lease.info.group) {
+                Some(group)
+                    if group
+                        .holder
+                        .as_ref()
+                        .is_some_and(|h| h.info.fencing_token == lease.info.fencing_token) =>
+                {
+                    group.holder = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if released {
+            self.inner.watchers.wake(&lease.info.group);
         }
         Ok(())
     }
@@ -174,19 +179,6 @@ impl Provider for MemoryProvider {
     }
 
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
-        let mut groups = self.inner.groups.lock();
-        let g = groups.entry(group.to_owned()).or_default();
-        g.next_watcher += 1;
-        let id = g.next_watcher;
-        g.watchers.push((id, wakeup));
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let group = group.to_owned();
-        Ok(Some(Watch::on_drop(move || {
-            if let Some(inner) = weak.upgrade()
-                && let Some(g) = inner.groups.lock().get_mut(&group)
-            {
-                g.watchers.retain(|(i, _)| *i != id);
-            }
-        })))
+        Ok(Some(self.inner.watchers.add(group, wakeup)))
     }
 }

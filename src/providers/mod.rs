@@ -16,7 +16,6 @@ pub(crate) mod postgres_tls;
 pub(crate) mod redis;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_options;
-#[cfg(any(feature = "postgres", feature = "redis", feature = "zookeeper"))]
 pub(crate) mod watchers;
 #[cfg(feature = "zookeeper")]
 pub(crate) mod zookeeper;

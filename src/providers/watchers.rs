@@ -59,6 +59,10 @@ impl Watchers {
 
     /// Wakes every watcher of every group (after a listener reconnects and may have missed
     /// notifications).
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "redis", feature = "zookeeper")),
+        allow(dead_code)
+    )]
     pub(crate) fn wake_all(&self) {
         let mut inner = self.inner.lock();
         for list in inner.groups.values_mut() {

@@ -710,16 +710,12 @@ fn drop_detached(session: Arc<Session>) {
 
 fn map_err(operation: &'static str, e: ZkError) -> Error {
     match e {
-        ZkError::ConnectionLoss | ZkError::SessionExpired | ZkError::SessionMoved => {
-            Error::Unavailable {
-                backend: BACKEND,
-                source: Box::new(e),
-            }
-        }
-        ZkError::OperationTimeout => Error::Timeout {
+        ZkError::ConnectionLoss
+        | ZkError::SessionExpired
+        | ZkError::SessionMoved
+        | ZkError::OperationTimeout => Error::Unavailable {
             backend: BACKEND,
-            operation,
-            timeout: Duration::ZERO,
+            source: Box::new(e),
         },
         _ => Error::Backend {
             backend: BACKEND,
@@ -772,14 +768,12 @@ impl Provider for ZooKeeperProvider {
         let key = (request.group.clone(), request.participant_id.clone());
         let mine = self.own_node(&session, request, deadline)?;
         let self_info = || {
-            let mut info = LeaderInfo::new(
+            LeaderInfo::new(
                 &request.group,
                 &request.participant_id,
                 u64::try_from(mine.czxid).unwrap_or(0),
                 request.metadata.clone(),
-            );
-            info.fencing_token = u64::try_from(mine.czxid).unwrap_or(0);
-            info
+            )
         };
         if mine.leased {
             // This participant id holds a lease already (a twin elector, or a release that
