@@ -371,3 +371,23 @@ fn a_failed_release_is_retried_so_followers_need_not_wait_for_the_ttl() {
         "the release was retried"
     );
 }
+
+#[test]
+fn two_electors_with_one_id_never_both_lead() {
+    let p = MemoryProvider::new();
+    let g = group("twins");
+    let a = quick(p.clone(), &g, "same-id");
+    let ta = wait_leader(&a);
+    let b = quick(p, &g, "same-id");
+    // b campaigns every 50–100 ms for 1.5 s while a renews: it must never be granted a term.
+    let end = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < end {
+        assert!(!(a.is_leader() && b.is_leader()), "both twins lead");
+        assert!(!b.is_leader());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(a.fencing_token(), Some(ta));
+    // Once a has gone (released), b leads with a higher token.
+    a.shutdown().unwrap();
+    assert!(wait_leader(&b) > ta);
+}
