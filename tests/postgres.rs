@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use common::{PrivatePostgres, chain, postgres_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
-    AcquireRequest, Acquisition, ChangesExt, Elector, Error, LeadershipChange, PostgresOptions,
-    PostgresProvider, PostgresTls, Provider,
+    AcquireRequest, Acquisition, Error, PostgresOptions, PostgresProvider, PostgresTls, Provider,
 };
 
 struct PgHarness {
@@ -187,15 +186,9 @@ fn leader_steps_down_when_the_server_dies_and_recovers_after() {
             .connect_timeout(Duration::from_secs(1)),
     )
     .unwrap();
-    let e = Elector::builder(p)
-        .group("restart")
-        .lease_ttl(Duration::from_secs(3))
-        .heartbeat_interval(Duration::from_millis(500))
-        .retry_interval(Duration::from_millis(200))
-        .start()
-        .unwrap();
+    let e = common::fast_elector(p, "restart", Duration::from_millis(500));
     let changes = e.subscribe();
-    let first = changes.by_ref_token();
+    let (first, _) = common::wait_acquired(&changes, Duration::from_secs(20));
     pg.stop_server();
     let stopped = Instant::now();
     common::expect_deadline_step_down(&changes, Duration::from_secs(10));
@@ -206,29 +199,9 @@ fn leader_steps_down_when_the_server_dies_and_recovers_after() {
     );
     assert!(!e.is_leader());
     pg.start_server();
-    let again = changes.take_until_leader().last();
-    match again {
-        Some(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > first),
-        other => panic!("did not lead again: {other:?}"),
-    }
+    let (again, _) = common::wait_acquired(&changes, Duration::from_secs(30));
+    assert!(again > first, "did not lead again with a higher token");
     e.shutdown().unwrap();
-}
-
-/// Waits for the first `Acquired` and returns its token.
-trait FirstToken {
-    fn by_ref_token(&self) -> u64;
-}
-
-impl FirstToken for leader_election::Changes {
-    fn by_ref_token(&self) -> u64 {
-        loop {
-            match self.recv_timeout(Duration::from_secs(20)) {
-                Ok(LeadershipChange::Acquired { fencing_token, .. }) => return fencing_token,
-                Ok(_) => {}
-                Err(e) => panic!("no leadership: {e}"),
-            }
-        }
-    }
 }
 
 #[test]

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use common::{PrivateRedis, chain, make_tls_certs, redis_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
-    AcquireRequest, Acquisition, ChangesExt, Elector, Error, LeadershipChange, Provider,
-    RedisOptions, RedisProvider,
+    AcquireRequest, Acquisition, Error, LeadershipChange, Provider, RedisOptions, RedisProvider,
 };
 
 struct RedisHarness {
@@ -90,18 +89,9 @@ fn leader_steps_down_when_redis_restarts_empty_and_leads_again() {
             .command_timeout(Duration::from_secs(1)),
     )
     .unwrap();
-    let e = Elector::builder(p)
-        .group("restart")
-        .lease_ttl(Duration::from_secs(3))
-        .heartbeat_interval(Duration::from_millis(300))
-        .retry_interval(Duration::from_millis(200))
-        .start()
-        .unwrap();
-    let mut changes = e.subscribe();
-    let first = match changes.by_ref().take_until_leader().last() {
-        Some(LeadershipChange::Acquired { fencing_token, .. }) => fencing_token,
-        other => panic!("no leadership: {other:?}"),
-    };
+    let e = common::fast_elector(p, "restart", Duration::from_millis(300));
+    let changes = e.subscribe();
+    let (first, _) = common::wait_acquired(&changes, Duration::from_secs(20));
     let threads_before = common::thread_count();
     server.stop_server();
     let stopped = Instant::now();
@@ -116,10 +106,8 @@ fn leader_steps_down_when_redis_restarts_empty_and_leads_again() {
     );
     assert!(!e.is_leader());
     server.start_server();
-    match changes.by_ref().take_until_leader().last() {
-        Some(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > first),
-        other => panic!("did not lead again: {other:?}"),
-    }
+    let (again, _) = common::wait_acquired(&changes, Duration::from_secs(30));
+    assert!(again > first, "did not lead again with a higher token");
     // Reconnecting did not pile up threads.
     assert!(common::thread_count() <= threads_before + 1);
     e.shutdown().unwrap();

@@ -58,18 +58,6 @@ fn elector(p: ZooKeeperProvider, group: &str, id: &str) -> Elector {
         .unwrap()
 }
 
-fn first_token(changes: &leader_election::Changes, within: Duration) -> (u64, Instant) {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if let Ok(LeadershipChange::Acquired { fencing_token, .. }) =
-            changes.recv_timeout(Duration::from_millis(100))
-        {
-            return (fencing_token, Instant::now());
-        }
-    }
-    panic!("no leadership within {within:?}");
-}
-
 #[test]
 fn hand_off_on_release_is_driven_by_the_watch() {
     let opts = options(&zookeeper_hosts());
@@ -177,7 +165,7 @@ fn frozen_server_leader_steps_down_by_its_deadline_then_someone_leads() {
     let opts = options(&zk.hosts());
     let a = elector(ZooKeeperProvider::new(opts.clone()).unwrap(), "freeze", "a");
     let a_changes = a.subscribe();
-    let (ta, _) = first_token(&a_changes, Duration::from_secs(20));
+    let (ta, _) = common::wait_acquired(&a_changes, Duration::from_secs(20));
     let b = elector(ZooKeeperProvider::new(opts).unwrap(), "freeze", "b");
     let b_changes = b.subscribe_filtered(EventKinds::ACQUIRED);
     std::thread::sleep(Duration::from_millis(500));
@@ -220,7 +208,7 @@ fn zookeeper_restart_with_a_leader() {
         "a",
     );
     let changes = a.subscribe();
-    let (ta, _) = first_token(&changes, Duration::from_secs(20));
+    let (ta, _) = common::wait_acquired(&changes, Duration::from_secs(20));
     zk.kill_server();
     match changes.recv_timeout(Duration::from_secs(10)) {
         Ok(LeadershipChange::Lost {
@@ -230,7 +218,7 @@ fn zookeeper_restart_with_a_leader() {
         other => panic!("expected a deadline step-down, got {other:?}"),
     }
     zk.start_server();
-    let (tb, _) = first_token(&changes, Duration::from_secs(40));
+    let (tb, _) = common::wait_acquired(&changes, Duration::from_secs(40));
     assert!(tb > ta);
     a.shutdown().unwrap();
 }
@@ -283,7 +271,7 @@ fn renews_do_not_wake_the_waiting_follower() {
             .unwrap()
     };
     let a = make(Box::new(ZooKeeperProvider::new(opts.clone()).unwrap()), "a");
-    first_token(&a.subscribe(), Duration::from_secs(20));
+    common::wait_acquired(&a.subscribe(), Duration::from_secs(20));
     let follower = FaultyProvider::new(ZooKeeperProvider::new(opts).unwrap());
     let faults = follower.faults();
     let b = make(Box::new(follower), "b");

@@ -575,20 +575,45 @@ pub fn assert_push_hand_off<P: leader_election::Provider>(
     took
 }
 
+/// An elector with a 3 s lease, renewing every `heartbeat`, campaigning every 200 ms: quick
+/// enough for outage tests against private servers.
+pub fn fast_elector<P: leader_election::Provider>(
+    provider: P,
+    group: &str,
+    heartbeat: Duration,
+) -> leader_election::Elector {
+    leader_election::Elector::builder(provider)
+        .group(group)
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(heartbeat)
+        .retry_interval(Duration::from_millis(200))
+        .start()
+        .unwrap()
+}
+
+/// Waits up to `within` for an `Acquired` change (skipping others); returns its token and
+/// when it arrived.
+pub fn wait_acquired(changes: &leader_election::Changes, within: Duration) -> (u64, Instant) {
+    use leader_election::LeadershipChange;
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(LeadershipChange::Acquired { fencing_token, .. }) =
+            changes.recv_timeout(Duration::from_millis(100))
+        {
+            return (fencing_token, Instant::now());
+        }
+    }
+    panic!("no leadership within {within:?}");
+}
+
 /// For a provider built lazily while its server is down: an elector on it does not lead,
 /// then leads within 20 s of `start_server` running.
 pub fn assert_leads_once_the_server_starts<P: leader_election::Provider>(
     provider: P,
     start_server: impl FnOnce(),
 ) {
-    use leader_election::{Elector, EventKinds};
-    let e = Elector::builder(provider)
-        .group("down-at-start")
-        .lease_ttl(Duration::from_secs(3))
-        .heartbeat_interval(Duration::from_millis(500))
-        .retry_interval(Duration::from_millis(200))
-        .start()
-        .unwrap();
+    use leader_election::EventKinds;
+    let e = fast_elector(provider, "down-at-start", Duration::from_millis(500));
     std::thread::sleep(Duration::from_millis(800));
     assert!(!e.is_leader(), "led while the server was down");
     start_server();
