@@ -101,17 +101,17 @@ pub use providers::memory::MemoryProvider;
 #[cfg(feature = "postgres")]
 pub use providers::postgres::PostgresProvider;
 #[cfg(feature = "postgres")]
-pub use providers::postgres_options::PostgresOptions;
-#[cfg(feature = "postgres")]
-pub use providers::postgres_tls::PostgresTls;
+pub use providers::postgres::options::PostgresOptions;
 #[cfg(feature = "redis")]
 pub use providers::redis::RedisProvider;
 #[cfg(feature = "redis")]
-pub use providers::redis_options::RedisOptions;
+pub use providers::redis::options::RedisOptions;
+#[cfg(feature = "tls")]
+pub use providers::support::tls::Tls;
 #[cfg(feature = "zookeeper")]
 pub use providers::zookeeper::ZooKeeperProvider;
 #[cfg(feature = "zookeeper")]
-pub use providers::zookeeper_options::{ZooKeeperAcl, ZooKeeperOptions};
+pub use providers::zookeeper::options::{ZooKeeperAcl, ZooKeeperOptions};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use common::{PrivatePostgres, chain, postgres_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
-    AcquireRequest, Acquisition, Error, PostgresOptions, PostgresProvider, PostgresTls, Provider,
+    AcquireRequest, Acquisition, Error, PostgresOptions, PostgresProvider, Provider, Tls,
 };
 
 struct PgHarness {
     url: String,
-    tls: PostgresTls,
+    tls: Tls,
 }
 
 impl Harness for PgHarness {
@@ -35,7 +35,7 @@ impl Harness for PgHarness {
 fn shared() -> PgHarness {
     PgHarness {
         url: postgres_url(),
-        tls: PostgresTls::Verify,
+        tls: Tls::Verify,
     }
 }
 
@@ -143,7 +143,7 @@ fn tls_with_sslmode_require() {
     // Verified against the test CA: the whole conformance check passes over TLS.
     let h = PgHarness {
         url: url.clone(),
-        tls: PostgresTls::VerifyWithCa(pg.ca_file()),
+        tls: Tls::VerifyWithCa(pg.ca_file()),
     };
     leader_election::testing::first_acquirer_wins(&h);
     leader_election::testing::release_lets_another_acquire_at_once(&h);
@@ -153,7 +153,8 @@ fn tls_with_sslmode_require() {
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(!text.contains("leader-secret"), "{text}");
     // libpq's `require` semantics, chosen explicitly.
-    let p = PostgresProvider::new(PostgresOptions::new(&url).tls(PostgresTls::NoVerify)).unwrap();
+    let p = PostgresProvider::new(PostgresOptions::new(&url).tls(Tls::DangerAcceptInvalidCerts))
+        .unwrap();
     let req = AcquireRequest::new("tls-noverify", "a", Duration::from_secs(5));
     assert!(matches!(
         p.try_acquire(&req, deadline()).unwrap(),

@@ -10,6 +10,7 @@ use common::{PrivateRedis, chain, make_tls_certs, redis_url, unique};
 use leader_election::testing::Harness;
 use leader_election::{
     AcquireRequest, Acquisition, Error, LeadershipChange, Provider, RedisOptions, RedisProvider,
+    Tls,
 };
 
 struct RedisHarness {
@@ -217,7 +218,7 @@ fn rediss_tls_with_a_private_ca() {
     let _server = PrivateRedis::start(&args);
     let url = format!("rediss://127.0.0.1:{port}/");
     let h = RedisHarness {
-        options: RedisOptions::new(&url).ca_file(dir.path().join("ca.crt")),
+        options: RedisOptions::new(&url).tls(Tls::VerifyWithCa(dir.path().join("ca.crt"))),
     };
     leader_election::testing::first_acquirer_wins(&h);
     leader_election::testing::watch_wakes_on_release(&h);
@@ -229,7 +230,7 @@ fn rediss_tls_with_a_private_ca() {
         chain(&e)
     );
     // Explicitly insecure works.
-    let p = RedisProvider::new(RedisOptions::new(format!("{url}#insecure"))).unwrap();
+    let p = RedisProvider::new(RedisOptions::new(&url).tls(Tls::DangerAcceptInvalidCerts)).unwrap();
     assert!(matches!(
         acquire(&p, "insecure", "a"),
         Acquisition::Acquired(_)

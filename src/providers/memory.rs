@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::watchers::Watchers;
+use crate::providers::support::watchers::Watchers;
 
 /// A provider that keeps leases in memory, shared by every clone of it in one process.
 ///

@@ -3,12 +3,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::providers::postgres_tls::PostgresTls;
+use crate::providers::support::safe_url::SafeUrl;
+use crate::providers::support::tls::Tls;
 
 /// Options of a [`crate::PostgresProvider`].
 ///
 /// ```
-/// use leader_election::{PostgresOptions, PostgresTls};
+/// use leader_election::{PostgresOptions, Tls};
 /// use std::time::Duration;
 ///
 /// let options = PostgresOptions::new("postgres://app:secret@db.internal/app?sslmode=require")
@@ -16,7 +17,7 @@ use crate::providers::postgres_tls::PostgresTls;
 ///     .table("leases")
 ///     .command_timeout(Duration::from_secs(3))
 ///     .pool_size(2)
-///     .tls(PostgresTls::VerifyWithCa("/etc/ssl/db-ca.pem".into()));
+///     .tls(Tls::VerifyWithCa("/etc/ssl/db-ca.pem".into()));
 /// assert!(!format!("{options:?}").contains("secret"));
 /// ```
 #[derive(Clone)]
@@ -29,7 +30,7 @@ pub struct PostgresOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) pool_size: u32,
     pub(crate) fail_fast: bool,
-    pub(crate) tls: PostgresTls,
+    pub(crate) tls: Tls,
 }
 
 impl PostgresOptions {
@@ -46,7 +47,7 @@ impl PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             pool_size: 2,
             fail_fast: true,
-            tls: PostgresTls::Verify,
+            tls: Tls::Verify,
         }
     }
 
@@ -97,7 +98,7 @@ impl PostgresOptions {
     }
 
     /// How server certificates are checked when the connection string asks for TLS.
-    pub fn tls(mut self, tls: PostgresTls) -> Self {
+    pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
         self
     }
@@ -117,7 +118,8 @@ impl std::fmt::Debug for PostgresOptions {
     }
 }
 
-/// `user@host:port/db` of a connection string, without the password.
+/// `postgres://user@host:port/db` of a connection string (URL or `key=value` form), without
+/// the password or any other parameter.
 pub(crate) fn describe(url: &str) -> String {
     match postgres::Config::from_str(url) {
         Ok(c) => {
@@ -130,13 +132,15 @@ pub(crate) fn describe(url: &str) -> String {
                     postgres::config::Host::Unix(p) => p.display().to_string(),
                 })
                 .unwrap_or_default();
-            format!(
-                "{}@{}:{}/{}",
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            let db = format!("/{}", c.get_dbname().unwrap_or(""));
+            SafeUrl::from_parts(
+                "postgres",
                 c.get_user().unwrap_or(""),
-                host,
-                c.get_ports().first().copied().unwrap_or(5432),
-                c.get_dbname().unwrap_or("")
+                [format!("{host}:{port}")],
+                &db,
             )
+            .to_string()
         }
         Err(_) => "<unparsable connection string>".into(),
     }

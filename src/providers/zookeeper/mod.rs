@@ -15,9 +15,12 @@ use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState, ZooKeeper};
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::watchers::Watchers;
-use crate::providers::zookeeper_options::{ZooKeeperAcl, ZooKeeperOptions, validate_root};
+use crate::providers::support::deadline;
+use crate::providers::support::watchers::Watchers;
+use crate::providers::zookeeper::options::{ZooKeeperAcl, ZooKeeperOptions, validate_root};
 use crate::validate;
+
+pub(crate) mod options;
 
 const BACKEND: &str = "zookeeper";
 
@@ -272,10 +275,7 @@ impl ZooKeeperProvider {
         };
         // A client of the crate spins while no server answers, and panics if the first host
         // cannot be reached: probe, and list the hosts that answer first.
-        let budget = self
-            .options
-            .connect_timeout
-            .min(deadline.saturating_duration_since(now));
+        let budget = deadline::clamp(self.options.connect_timeout, deadline);
         let per_host = (budget / self.hosts.len() as u32).max(Duration::from_millis(10));
         let (up, down): (Vec<&String>, Vec<&String>) = self.hosts.iter().partition(|h| {
             h.to_socket_addrs()

@@ -12,11 +12,13 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::listener::{self, Listener, Stop};
-use crate::providers::postgres_options::{PostgresOptions, describe};
-use crate::providers::postgres_tls;
-use crate::providers::watchers::Watchers;
+use crate::providers::postgres::options::{PostgresOptions, describe};
+use crate::providers::support::deadline;
+use crate::providers::support::listener::{self, Listener, Stop};
+use crate::providers::support::watchers::Watchers;
 use crate::validate;
+
+pub(crate) mod options;
 
 const BACKEND: &str = "postgres";
 
@@ -234,7 +236,7 @@ impl PostgresProvider {
         if config.get_application_name().is_none() {
             config.application_name("leader-election");
         }
-        let tls = postgres_tls::connector(&options.tls)?;
+        let tls = MakeRustlsConnect::new(options.tls.client_config()?);
         let sql = Arc::new(Sql::new(&options.schema, &options.table));
         let manager = Manager {
             config: config.clone(),
@@ -281,9 +283,7 @@ impl PostgresProvider {
         operation: &'static str,
         deadline: Instant,
     ) -> Result<r2d2::PooledConnection<Manager>> {
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
+        let wait = deadline::time_left(deadline);
         // r2d2 reports a timeout, with the last connection error when there was one.
         self.pool.get_timeout(wait).map_err(|e| Error::Unavailable {
             backend: BACKEND,

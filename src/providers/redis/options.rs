@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::providers::support::safe_url::SafeUrl;
+use crate::providers::support::tls::Tls;
 
 /// Options of a [`crate::RedisProvider`].
 ///
@@ -22,12 +24,12 @@ pub struct RedisOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) fail_fast: bool,
-    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) tls: Tls,
 }
 
 impl RedisOptions {
     /// Options for a URL — `redis://[user][:password@]host[:port][/db]`, or `rediss://` for
-    /// TLS (append `#insecure` to skip certificate checks) — with defaults: key prefix
+    /// TLS (see [`RedisOptions::tls`]) — with defaults: key prefix
     /// `leader-election:`, 5 s connect and command timeouts, fail fast.
     pub fn new(url: impl Into<String>) -> Self {
         RedisOptions {
@@ -36,14 +38,16 @@ impl RedisOptions {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             fail_fast: true,
-            ca_file: None,
+            tls: Tls::Verify,
         }
     }
 
-    /// For `rediss://`: trust the CA certificates in this PEM file instead of the system's
-    /// root certificates.
-    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.ca_file = Some(path.into());
+    /// How a `rediss://` server's certificate is checked (default [`Tls::Verify`]). With
+    /// [`Tls::VerifyWithCa`] the redis client trusts that file's CA certificates *instead of*
+    /// the system's roots (the client takes one root set). The redis crate's own `#insecure`
+    /// URL fragment is refused: say [`Tls::DangerAcceptInvalidCerts`] here instead.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -84,20 +88,14 @@ impl std::fmt::Debug for RedisOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("fail_fast", &self.fail_fast)
-            .field("ca_file", &self.ca_file)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
-/// `scheme://host:port/db` of a URL, without user or password.
+/// `scheme://user@host:port/db` of a URL, without password, query or fragment.
 pub(crate) fn describe(url: &str) -> String {
-    match redis::Client::open(url) {
-        Ok(c) => {
-            let info = c.get_connection_info();
-            format!("{}/{}", info.addr(), info.redis_settings().db())
-        }
-        Err(_) => "<unparsable URL>".into(),
-    }
+    SafeUrl::describe(url)
 }
 
 pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {

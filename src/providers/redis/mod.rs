@@ -8,52 +8,29 @@ use redis::{Connection, ErrorKind, RedisError, Script, ServerErrorKind};
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
-use crate::providers::listener::{self, Listener, Stop};
-use crate::providers::redis_options::{RedisOptions, describe, validate_prefix};
-use crate::providers::watchers::Watchers;
+use crate::providers::redis::options::{RedisOptions, describe, validate_prefix};
+use crate::providers::support::deadline;
+use crate::providers::support::listener::{self, Listener, Stop};
+use crate::providers::support::tls::Tls;
+use crate::providers::support::watchers::Watchers;
 use crate::validate;
+
+pub(crate) mod options;
 
 const BACKEND: &str = "redis";
 
 /// Takes the lease if free, with a token above every earlier one — even after Redis lost its
 /// data: `max(last token + 1, server time in µs)`.
 /// KEYS: lease, token counter. ARGV: TTL in ms, the record without its token.
-const ACQUIRE: &str = r"
-pcall(redis.replicate_commands) -- Redis < 5: allow writes after TIME (a no-op since 5)
-local cur = redis.call('GET', KEYS[1])
-if cur then return {0, cur} end
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local token = (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + 1
-if now_us > token then token = now_us end
-local tok = string.format('%.0f', token)
-redis.call('SET', KEYS[2], tok)
-local value = tok .. ' ' .. ARGV[2]
-redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[1])
-return {1, value}
-";
+const ACQUIRE: &str = include_str!("acquire.lua");
 
 /// Extends the lease if it still holds exactly this term's value.
 /// KEYS: lease. ARGV: the term's value, TTL in ms.
-const RENEW: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, ''}
-end
-return {0, cur or ''}
-";
+const RENEW: &str = include_str!("renew.lua");
 
 /// Deletes the lease if it still holds this term's value, and announces it.
 /// KEYS: lease. ARGV: the term's value, the events channel, the group.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-";
+const RELEASE: &str = include_str!("release.lua");
 
 /// Elects through one Redis key per group.
 ///
@@ -118,9 +95,19 @@ impl RedisProvider {
                  or rediss://… for TLS)",
             )
         };
-        let client = match &options.ca_file {
-            None => redis::Client::open(options.url.as_str()).map_err(bad_url)?,
-            Some(path) => {
+        if options.url.contains('#') {
+            return Err(Error::config(
+                "url",
+                "must not have a fragment: choose certificate checks with RedisOptions::tls \
+                 (e.g. Tls::DangerAcceptInvalidCerts instead of #insecure)",
+            ));
+        }
+        let client = match &options.tls {
+            Tls::Verify => redis::Client::open(options.url.as_str()).map_err(bad_url)?,
+            Tls::DangerAcceptInvalidCerts => {
+                redis::Client::open(format!("{}#insecure", options.url)).map_err(bad_url)?
+            }
+            Tls::VerifyWithCa(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
                     Error::config("ca_file", format!("cannot read {}: {e}", path.display()))
                 })?;
@@ -184,16 +171,11 @@ impl RedisProvider {
             operation,
             timeout: self.command_timeout,
         })?;
-        let remaining = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        };
         let mut retried = false;
         loop {
             let reused = slot.is_some();
             if slot.is_none() {
-                let timeout = self.connect_timeout.min(remaining());
+                let timeout = deadline::clamp(self.connect_timeout, deadline);
                 let conn = self
                     .client
                     .get_connection_with_timeout(timeout)
@@ -203,7 +185,7 @@ impl RedisProvider {
             let Some(conn) = slot.as_mut() else {
                 return Err(Error::ShutDown);
             };
-            let timeout = self.command_timeout.min(remaining());
+            let timeout = deadline::clamp(self.command_timeout, deadline);
             let result = conn
                 .set_read_timeout(Some(timeout))
                 .and_then(|()| conn.set_write_timeout(Some(timeout)))
