@@ -96,7 +96,7 @@ impl<P: Provider> ElectorBuilder<P> {
     /// How long a lease lasts without a renew (default 15 s). A crashed leader is replaced
     /// within about this plus one retry interval (with backends whose leases end with a
     /// session, such as ZooKeeper, after the session timeout instead). The provider may refuse
-    /// a TTL it cannot honour ([`Provider::check_lease_ttl`]) when the elector is built.
+    /// a TTL it cannot honour ([`Provider::capabilities`]) when the elector is built.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -178,7 +178,9 @@ impl<P: Provider> ElectorBuilder<P> {
                 ),
             ));
         }
-        self.provider.check_lease_ttl(self.lease_ttl)?;
+        self.provider
+            .capabilities()
+            .check_lease_ttl(self.provider.name(), self.lease_ttl)?;
         let config = Config {
             group,
             participant_id,

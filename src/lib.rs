@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 mod adapters;
+mod capabilities;
 mod change;
 mod changes;
 mod elector;
@@ -86,6 +87,7 @@ pub mod validate;
 pub mod testing;
 
 pub use adapters::{ChangesExt, DistinctUntilChanged, OnTransition, TakeUntilLeader, WhileLeader};
+pub use capabilities::Capabilities;
 pub use change::{EventKinds, LeadershipChange, LostReason};
 pub use changes::Changes;
 pub use elector::{

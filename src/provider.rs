@@ -1,10 +1,11 @@
 //! The contract every backend implements.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 
@@ -46,12 +47,12 @@ pub trait Provider: Send + Sync + 'static {
     /// A short name for logs and errors, such as `"redis"`.
     fn name(&self) -> &'static str;
 
-    /// Checks, when an elector is built, that this provider can honour leases of `ttl`;
-    /// returns [`crate::Error::InvalidConfig`] naming `lease_ttl` and the limit if not (a
-    /// ZooKeeper lease cannot outlive its session). The default accepts any TTL. Must not block.
-    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
-        let _ = ttl;
-        Ok(())
+    /// What this backend can do: whether it pushes changes, whether a lease ends with its
+    /// client, and the lease TTLs it can honour (the elector refuses others when it is built:
+    /// a ZooKeeper lease cannot outlive its session). The default: no push, leases end at
+    /// their TTL, any TTL. Must not block, and must not change over the provider's life.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// Tries once to make `request.participant_id` the leader of `request.group`.
@@ -188,8 +189,8 @@ macro_rules! forward_provider {
             fn name(&self) -> &'static str {
                 (**self).name()
             }
-            fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
-                (**self).check_lease_ttl(ttl)
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
             }
             fn try_acquire(
                 &self,

@@ -42,23 +42,10 @@ pub trait Harness: Sync {
         Duration::from_secs(2)
     }
 
-    /// Whether a lease outlives a dropped client until its TTL (`true`, the default: TTL
-    /// leases such as Redis or SQL rows), or ends when the client is dropped (`false`:
-    /// file locks, and sessions closed on drop).
-    fn lease_outlives_client(&self) -> bool {
-        true
-    }
-
     /// How late past the TTL an expired lease may still block a new acquisition (default 1 s):
     /// covers server-side expiry granularity.
     fn expiry_slack(&self) -> Duration {
         Duration::from_secs(1)
-    }
-
-    /// Whether the provider pushes changes through [`Provider::watch`] (default `false`). The
-    /// watch check then requires a working watch; otherwise it requires `watch` to say `None`.
-    fn pushes_changes(&self) -> bool {
-        false
     }
 }
 
@@ -229,7 +216,7 @@ pub fn expiry_lets_another_acquire<H: Harness>(h: &H) {
     let la = must_acquire(&a, &request(h, &g, "a"));
     drop(a); // crash: no renew, no release
     let req_b = request(h, &g, "b");
-    if h.lease_outlives_client() {
+    if !h.client().capabilities().lease_ends_with_client {
         must_be_held(&b, &req_b);
         let lb = acquire_within(
             &b,
@@ -276,7 +263,7 @@ pub fn superseded_renew_fails<H: Harness>(h: &H) {
     let (a, b, c) = (h.client(), h.client(), h.client());
     let g = unique_group("supersede");
     let la = must_acquire(&a, &request(h, &g, "a"));
-    if h.lease_outlives_client() {
+    if !h.client().capabilities().lease_ends_with_client {
         // Let the lease lapse while `a` is silent, then `b` takes over.
         let lb = acquire_within(
             &b,
@@ -306,7 +293,7 @@ pub fn superseded_renew_fails<H: Harness>(h: &H) {
 /// For TTL leases: once a lease expired, its holder cannot renew it, even if nobody took over
 /// (it may already have been granted elsewhere as far as the holder can know).
 pub fn renew_after_expiry_fails<H: Harness>(h: &H) {
-    if !h.lease_outlives_client() {
+    if h.client().capabilities().lease_ends_with_client {
         return;
     }
     let a = h.client();
@@ -422,15 +409,15 @@ pub fn watch_wakes_on_release<H: Harness>(h: &H) {
         .unwrap_or_else(|e| panic!("{}: watch failed: {}", b.name(), e.report()));
     let Some(watch) = watch else {
         assert!(
-            !h.pushes_changes(),
-            "{}: the harness says the provider pushes changes, but watch() returned None",
+            !b.capabilities().pushes_changes,
+            "{}: the provider says it pushes changes, but watch() returned None",
             b.name()
         );
         return release(&a, &lease);
     };
     assert!(
-        h.pushes_changes(),
-        "{}: watch() returned a watch, but the harness says the provider does not push",
+        b.capabilities().pushes_changes,
+        "{}: watch() returned a watch, but the provider says it does not push",
         b.name()
     );
     // Campaign once, as an elector does after starting its watch: queue-based backends

@@ -57,12 +57,15 @@ pub fn metadata_value(value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The longest duration option: 24 hours.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A duration option: at least 1 ms and at most 24 hours, which keeps every deadline
 /// computed from it far from overflowing the clock.
 pub fn duration(field: &'static str, d: std::time::Duration) -> Result<()> {
     if d < std::time::Duration::from_millis(1) {
         Err(Error::config(field, "must be at least 1 ms"))
-    } else if d > std::time::Duration::from_secs(24 * 3600) {
+    } else if d > MAX_DURATION {
         Err(Error::config(field, "must be at most 24 hours"))
     } else {
         Ok(())

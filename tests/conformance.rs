@@ -12,9 +12,6 @@ impl Harness for MemoryHarness {
     fn client(&self) -> MemoryProvider {
         self.0.clone()
     }
-    fn pushes_changes(&self) -> bool {
-        true
-    }
 }
 
 /// Every client is its own `FileProvider` (its own open files, so its own locks) on one
@@ -31,9 +28,6 @@ impl Harness for FileHarness {
     type Provider = FileProvider;
     fn client(&self) -> FileProvider {
         FileProvider::new(self.0.path()).expect("file provider")
-    }
-    fn lease_outlives_client(&self) -> bool {
-        false
     }
 }
 

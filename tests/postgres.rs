@@ -27,9 +27,6 @@ impl Harness for PgHarness {
         )
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at LE_POSTGRES_URL: {}", chain(&e)))
     }
-    fn pushes_changes(&self) -> bool {
-        true
-    }
 }
 
 fn shared() -> PgHarness {

@@ -23,9 +23,6 @@ impl Harness for RedisHarness {
         RedisProvider::new(self.options.clone())
             .unwrap_or_else(|e| panic!("cannot reach Redis at LE_REDIS_URL: {}", chain(&e)))
     }
-    fn pushes_changes(&self) -> bool {
-        true
-    }
 }
 
 fn shared() -> RedisHarness {

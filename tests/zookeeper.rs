@@ -23,12 +23,6 @@ impl Harness for ZkHarness {
         ZooKeeperProvider::new(self.options.clone())
             .unwrap_or_else(|e| panic!("cannot reach ZooKeeper at LE_ZOOKEEPER_HOSTS: {e}"))
     }
-    fn lease_outlives_client(&self) -> bool {
-        false // dropping a client closes its session, and its ephemeral nodes go with it
-    }
-    fn pushes_changes(&self) -> bool {
-        true
-    }
 }
 
 fn options(hosts: &str) -> ZooKeeperOptions {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
@@ -257,8 +258,8 @@ impl<P: Provider> Provider for FaultyProvider<P> {
         self.inner.name()
     }
 
-    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
-        self.inner.check_lease_ttl(ttl)
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::Provider;
@@ -175,6 +176,11 @@ impl std::fmt::Debug for FileProvider {
 impl Provider for FileProvider {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    /// A lease is an OS file lock: it ends when its file is closed or the process dies.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_lease_ends_with_client(true)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, _deadline: Instant) -> Result<Acquisition> {

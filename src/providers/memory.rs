@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
@@ -94,6 +95,10 @@ impl std::fmt::Debug for MemoryProvider {
 impl Provider for MemoryProvider {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_pushes_changes(true)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, _deadline: Instant) -> Result<Acquisition> {

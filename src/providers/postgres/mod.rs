@@ -9,6 +9,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
@@ -435,6 +436,10 @@ fn info_from_row(group: &str, row: &postgres::Row, at: usize) -> Result<Option<L
 impl Provider for PostgresProvider {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_pushes_changes(true)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::{Connection, ErrorKind, RedisError, Script, ServerErrorKind};
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
@@ -291,6 +292,10 @@ fn ttl_ms(ttl: Duration) -> u64 {
 impl Provider for RedisProvider {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_pushes_changes(true)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {

@@ -22,11 +22,6 @@ pub(crate) fn clamp(timeout: Duration, deadline: Instant) -> Duration {
     timeout.min(time_left(deadline)).max(MIN_TIMEOUT)
 }
 
-/// Whether `deadline` has passed.
-pub(crate) fn passed(deadline: Instant) -> bool {
-    Instant::now() >= deadline
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,7 +31,6 @@ mod tests {
         let past = Instant::now() - Duration::from_secs(1);
         assert_eq!(time_left(past), MIN_TIMEOUT);
         assert_eq!(clamp(Duration::ZERO, past), MIN_TIMEOUT);
-        assert!(passed(past));
     }
 
     #[test]
@@ -47,6 +41,5 @@ mod tests {
             clamp(Duration::from_millis(50), soon),
             Duration::from_millis(50)
         );
-        assert!(!passed(soon));
     }
 }

@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use zookeeper::{Acl, CreateMode, WatchedEvent, ZkError, ZkState, ZooKeeper};
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
@@ -747,23 +748,18 @@ impl Provider for ZooKeeperProvider {
         BACKEND
     }
 
-    fn check_lease_ttl(&self, ttl: Duration) -> Result<()> {
-        if ttl > self.options.session_timeout {
-            return Err(Error::config(
-                "lease_ttl",
-                format!(
-                    "must be at most the ZooKeeper session timeout ({:?}), got {ttl:?}: a \
-                     lease cannot outlive the session holding it",
-                    self.options.session_timeout
-                ),
-            ));
-        }
-        Ok(())
+    /// Pushes changes (predecessor watches); a lease ends with its session, so its TTL may
+    /// be at most the session timeout.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .with_pushes_changes(true)
+            .with_lease_ends_with_client(true)
+            .with_lease_ttl_range(Duration::from_millis(1), self.options.session_timeout)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
         validate::group(&request.group)?;
-        self.check_lease_ttl(request.ttl)?;
+        self.capabilities().check_lease_ttl(BACKEND, request.ttl)?;
         let session = self.session(deadline)?;
         let key = (request.group.clone(), request.participant_id.clone());
         let mine = self.own_node(&session, request, deadline)?;
