@@ -73,6 +73,7 @@ mod adapters;
 mod capabilities;
 mod change;
 mod changes;
+mod connect;
 mod elector;
 mod error;
 mod heartbeat;
@@ -90,6 +91,7 @@ pub use adapters::{ChangesExt, DistinctUntilChanged, OnTransition, TakeUntilLead
 pub use capabilities::Capabilities;
 pub use change::{EventKinds, LeadershipChange, LostReason};
 pub use changes::Changes;
+pub use connect::connect;
 pub use elector::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL, Elector, ElectorBuilder,
 };

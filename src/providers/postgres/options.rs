@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::providers::support::params::Params;
 use crate::providers::support::safe_url::SafeUrl;
 use crate::providers::support::tls::Tls;
 
@@ -104,6 +105,97 @@ impl PostgresOptions {
     }
 }
 
+/// The URL parameters [`PostgresOptions::from_url`] takes; libpq's own (`sslmode`,
+/// `application_name`, `options`, …) pass through to the client.
+pub(crate) const URL_PARAMS: &[&str] = &[
+    "schema",
+    "table",
+    "create_table",
+    "command_timeout",
+    "connect_timeout",
+    "pool_size",
+    "fail_fast",
+    "tls",
+    "ca_file",
+];
+
+/// The libpq parameters the client understands (`password` too, though it belongs in the
+/// URL's user part).
+const LIBPQ_PARAMS: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+impl PostgresOptions {
+    /// Options from a `postgres://` URL whose query may hold, besides libpq's parameters,
+    /// this type's options by their builder names (see [`crate::connect`]).
+    pub(crate) fn from_url(url: &str) -> crate::Result<PostgresOptions> {
+        let mut parsed = url::Url::parse(url).map_err(|_| {
+            crate::Error::config("url", "is not a valid postgres://user:password@host/db URL")
+        })?;
+        let mut params = Params::parse("postgres", parsed.query().unwrap_or(""))?;
+        let mut o = PostgresOptions::new("");
+        if let Some(v) = params.take("schema") {
+            o = o.schema(v);
+        }
+        if let Some(v) = params.take("table") {
+            o = o.table(v);
+        }
+        if let Some(v) = params.bool("create_table")? {
+            o = o.create_table(v);
+        }
+        if let Some(v) = params.duration("command_timeout")? {
+            o = o.command_timeout(v);
+        }
+        if let Some(v) = params.duration("connect_timeout")? {
+            o = o.connect_timeout(v);
+        }
+        if let Some(v) = params.u32("pool_size")? {
+            o = o.pool_size(v);
+        }
+        if let Some(v) = params.bool("fail_fast")? {
+            o = o.fail_fast(v);
+        }
+        o = o.tls(params.tls()?);
+        let rest = params.into_rest();
+        if let Some((name, _)) = rest
+            .iter()
+            .find(|(k, _)| !LIBPQ_PARAMS.contains(&k.as_str()))
+        {
+            return Err(crate::Error::config(
+                "url",
+                format!(
+                    "unknown postgres URL parameter {name:?}; known are: {}, and libpq's {}",
+                    URL_PARAMS.join(", "),
+                    LIBPQ_PARAMS.join(", ")
+                ),
+            ));
+        }
+        parsed.set_query(None);
+        if !rest.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(rest);
+        }
+        o.url = parsed.into();
+        Ok(o)
+    }
+}
+
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
@@ -143,5 +235,33 @@ pub(crate) fn describe(url: &str) -> String {
             .to_string()
         }
         Err(_) => "<unparsable connection string>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters() {
+        let o = PostgresOptions::from_url(
+            "postgres://app:pw@db:5433/x?sslmode=require&table=leases&schema=coord\
+             &command_timeout=2s&pool_size=3&fail_fast=false&ca_file=/ca.pem&application_name=a",
+        )
+        .unwrap();
+        assert_eq!((o.schema.as_str(), o.table.as_str()), ("coord", "leases"));
+        assert_eq!(o.command_timeout, Duration::from_secs(2));
+        assert_eq!(o.pool_size, 3);
+        assert!(!o.fail_fast);
+        assert_eq!(o.tls, Tls::VerifyWithCa("/ca.pem".into()));
+        assert_eq!(
+            o.url,
+            "postgres://app:pw@db:5433/x?sslmode=require&application_name=a"
+        );
+        let e = PostgresOptions::from_url("postgres://h/db?tabel=x&password=pw")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tabel") && e.contains("table"), "{e}");
+        assert!(!format!("{o:?}").contains("pw@"));
     }
 }

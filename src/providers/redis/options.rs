@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::providers::support::params::Params;
 use crate::providers::support::safe_url::SafeUrl;
 use crate::providers::support::tls::Tls;
 
@@ -80,6 +81,47 @@ impl RedisOptions {
     }
 }
 
+/// The URL parameters [`RedisOptions::from_url`] takes.
+pub(crate) const URL_PARAMS: &[&str] = &[
+    "key_prefix",
+    "connect_timeout",
+    "command_timeout",
+    "fail_fast",
+    "tls",
+    "ca_file",
+];
+
+impl RedisOptions {
+    /// Options from a `redis://` or `rediss://` URL whose query holds this type's options by
+    /// their builder names (see [`crate::connect`]).
+    pub(crate) fn from_url(url: &str) -> Result<RedisOptions> {
+        let mut parsed = url::Url::parse(url).map_err(|_| {
+            Error::config(
+                "url",
+                "is not a valid redis://[user][:password@]host[:port][/db] URL",
+            )
+        })?;
+        let mut params = Params::parse("redis", parsed.query().unwrap_or(""))?;
+        parsed.set_query(None);
+        let mut o = RedisOptions::new(String::from(parsed));
+        if let Some(v) = params.take("key_prefix") {
+            o = o.key_prefix(v);
+        }
+        if let Some(v) = params.duration("connect_timeout")? {
+            o = o.connect_timeout(v);
+        }
+        if let Some(v) = params.duration("command_timeout")? {
+            o = o.command_timeout(v);
+        }
+        if let Some(v) = params.bool("fail_fast")? {
+            o = o.fail_fast(v);
+        }
+        o = o.tls(params.tls()?);
+        params.finish(URL_PARAMS)?;
+        Ok(o)
+    }
+}
+
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
@@ -112,4 +154,27 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters() {
+        let o = RedisOptions::from_url(
+            "rediss://u:pw@h:6380/2?key_prefix=app:&command_timeout=250ms\
+             &tls=danger-accept-invalid-certs&fail_fast=0",
+        )
+        .unwrap();
+        assert_eq!(o.url, "rediss://u:pw@h:6380/2");
+        assert_eq!(o.key_prefix, "app:");
+        assert_eq!(o.command_timeout, Duration::from_millis(250));
+        assert_eq!(o.tls, Tls::DangerAcceptInvalidCerts);
+        assert!(!o.fail_fast);
+        let e = RedisOptions::from_url("redis://h/?keyprefix=x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keyprefix") && e.contains("key_prefix"), "{e}");
+    }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod deadline;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) mod listener;
+pub(crate) mod params;
 pub(crate) mod safe_url;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;

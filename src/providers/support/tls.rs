@@ -89,6 +89,7 @@ impl Tls {
     }
 
     /// The system's root certificates plus the CA file's.
+    #[allow(dead_code)] // for the HTTP transport
     pub(crate) fn roots(&self) -> Result<Vec<CertificateDer<'static>>> {
         let mut roots = rustls_native_certs::load_native_certs().certs;
         roots.extend(self.extra_roots()?);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::providers::support::params::Params;
 
 /// Who may read and change the election nodes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +113,85 @@ impl ZooKeeperOptions {
     }
 }
 
+/// The URL parameters [`ZooKeeperOptions::from_url`] takes.
+pub(crate) const URL_PARAMS: &[&str] = &[
+    "root_path",
+    "session_timeout",
+    "connect_timeout",
+    "retries",
+    "retry_delay",
+    "create_root",
+    "acl",
+];
+
+impl ZooKeeperOptions {
+    /// Options from `zookeeper://[user:password@]host:port[,host:port…][/chroot][?…]`: the
+    /// user and password authenticate with the `digest` scheme, and the query holds this
+    /// type's options by their builder names (see [`crate::connect`]).
+    pub(crate) fn from_url(url: &str) -> Result<ZooKeeperOptions> {
+        let bad = || {
+            Error::config(
+                "url",
+                "is not a valid zookeeper://[user:password@]host:port[,host:port…][/chroot] URL",
+            )
+        };
+        let rest = url.strip_prefix("zookeeper://").ok_or_else(bad)?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if rest.contains('#') {
+            return Err(bad());
+        }
+        let (auth, connect) = match rest.rsplit_once('@') {
+            Some((auth, connect)) => (Some(auth), connect),
+            None => (None, rest),
+        };
+        let host_part = connect.split('/').next().unwrap_or("");
+        if host_part.is_empty() || host_part.split(',').any(|h| h.is_empty()) {
+            return Err(bad());
+        }
+        let mut o = ZooKeeperOptions::new(connect);
+        if let Some(auth) = auth {
+            let (user, password) = auth.split_once(':').ok_or_else(bad)?;
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            o = o.digest(decode(user), decode(password));
+        }
+        let mut params = Params::parse("zookeeper", query)?;
+        if let Some(v) = params.take("root_path") {
+            o = o.root_path(v);
+        }
+        if let Some(v) = params.duration("session_timeout")? {
+            o = o.session_timeout(v);
+        }
+        if let Some(v) = params.duration("connect_timeout")? {
+            o = o.connect_timeout(v);
+        }
+        let retries = params.u32("retries")?.unwrap_or(o.retries);
+        let delay = params.duration("retry_delay")?.unwrap_or(o.retry_delay);
+        o = o.retries(retries, delay);
+        if let Some(v) = params.bool("create_root")? {
+            o = o.create_root(v);
+        }
+        if let Some(v) = params.take("acl") {
+            o = o.acl(match v.as_str() {
+                "open" => ZooKeeperAcl::Open,
+                "creator-all" => ZooKeeperAcl::CreatorAll,
+                "creator-all-world-read" => ZooKeeperAcl::CreatorAllWorldRead,
+                _ => {
+                    return Err(Error::config(
+                        "acl",
+                        format!("{v:?}: expected open, creator-all or creator-all-world-read"),
+                    ));
+                }
+            });
+        }
+        params.finish(URL_PARAMS)?;
+        Ok(o)
+    }
+}
+
 impl std::fmt::Debug for ZooKeeperOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZooKeeperOptions")
@@ -146,5 +226,39 @@ pub(crate) fn validate_root(root: &str) -> Result<()> {
             "must be an absolute path like /leader-election: segments of [A-Za-z0-9._-], \
              no trailing slash, at most 200 characters",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters() {
+        let o = ZooKeeperOptions::from_url(
+            "zookeeper://app:p%40ss@zk1:2181,zk2:2181/chroot?root_path=/le&session_timeout=6s\
+             &retries=4&retry_delay=50ms&acl=creator-all&create_root=false",
+        )
+        .unwrap();
+        assert_eq!(o.connect, "zk1:2181,zk2:2181/chroot");
+        assert_eq!(o.digest, Some(("app".into(), "p@ss".into())));
+        assert_eq!(o.root, "/le");
+        assert_eq!(o.session_timeout, Duration::from_secs(6));
+        assert_eq!((o.retries, o.retry_delay), (4, Duration::from_millis(50)));
+        assert_eq!(o.acl, ZooKeeperAcl::CreatorAll);
+        assert!(!o.create_root);
+        assert!(!format!("{o:?}").contains("p@ss"));
+        for bad in [
+            "zookeeper://",
+            "zookeeper://a,,b",
+            "zk://h:2181",
+            "zookeeper://u@h:1",
+        ] {
+            assert!(ZooKeeperOptions::from_url(bad).is_err(), "{bad}");
+        }
+        let e = ZooKeeperOptions::from_url("zookeeper://h:1?acl=all")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("acl"), "{e}");
     }
 }

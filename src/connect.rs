@@ -1,0 +1,209 @@
+//! Providers from a connection URL: [`connect`] reads the scheme, hands the URL to the
+//! backend's options parser (each takes query parameters named like its builder methods) and
+//! returns the provider boxed. A scheme whose backend feature is not built gets an error naming
+//! the feature; nothing from the URL but parameter names ever reaches an error.
+
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::provider::Provider;
+use crate::providers::memory::MemoryProvider;
+
+/// Makes a provider from a connection URL, for every backend whose cargo feature is built.
+///
+/// | URL | Backend (feature) |
+/// |---|---|
+/// | `memory:` | this process's shared [`MemoryProvider`] (always) |
+/// | `file:///abs/dir`, `file:rel/dir` | `FileProvider` (`file`) |
+/// | `postgres://…`, `postgresql://…` | `PostgresProvider` (`postgres`) |
+/// | `redis://…`, `rediss://…` | `RedisProvider` (`redis`) |
+/// | `zookeeper://[user:pw@]h1:2181,h2:2181[/chroot]` | `ZooKeeperProvider` (`zookeeper`) |
+///
+/// Each backend's options are query parameters named like its builder methods
+/// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
+/// README lists every parameter. An unknown parameter is an error naming it (never echoing
+/// its value), and so is a URL for a backend whose feature is off. Network providers connect
+/// at once unless the URL says `fail_fast=false`.
+///
+/// ```
+/// use leader_election::{Elector, connect};
+///
+/// let provider = connect("memory:")?;
+/// let elector = Elector::builder(provider).group("doc-connect").start()?;
+/// # drop(elector);
+/// let err = connect("memory:?colour=blue").unwrap_err();
+/// assert!(err.to_string().contains("colour"));
+/// # Ok::<(), leader_election::Error>(())
+/// ```
+pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
+    let scheme = url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'))
+        .ok_or_else(|| Error::config("url", "has no scheme (such as redis:// or file:///)"))?;
+    match scheme.as_str() {
+        "memory" => memory(url),
+        "file" => file(url),
+        "postgres" | "postgresql" => postgres(url),
+        "redis" | "rediss" => redis(url),
+        "zookeeper" => zookeeper(url),
+        other => Err(Error::config(
+            "url",
+            format!(
+                "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
+                 rediss://, zookeeper://"
+            ),
+        )),
+    }
+}
+
+#[cfg(not(all(
+    feature = "file",
+    feature = "postgres",
+    feature = "redis",
+    feature = "zookeeper"
+)))]
+fn needs_feature(scheme: &str, feature: &str) -> Error {
+    Error::config(
+        "url",
+        format!(
+            "{scheme} URLs need the leader-election cargo feature {feature:?}, which this build \
+             does not have"
+        ),
+    )
+}
+
+fn memory(url: &str) -> Result<Box<dyn Provider>> {
+    static SHARED: OnceLock<MemoryProvider> = OnceLock::new();
+    let rest = &url["memory:".len()..];
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !matches!(path, "" | "//") {
+        return Err(Error::config(
+            "url",
+            "a memory URL is just `memory:`: one store per process",
+        ));
+    }
+    crate::providers::support::params::Params::parse("memory", query)?.finish(&[])?;
+    Ok(Box::new(SHARED.get_or_init(MemoryProvider::new).clone()))
+}
+
+#[cfg(feature = "file")]
+fn file(url: &str) -> Result<Box<dyn Provider>> {
+    let rest = &url["file:".len()..];
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    crate::providers::support::params::Params::parse("file", query)?.finish(&[])?;
+    let path = match path.strip_prefix("//") {
+        // file:///abs/dir, or file://localhost/abs/dir
+        Some(rest) => {
+            let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !rest.starts_with('/') {
+                return Err(Error::config(
+                    "url",
+                    "a file URL names a local directory: file:///abs/dir or file:rel/dir",
+                ));
+            }
+            rest
+        }
+        None => path,
+    };
+    if path.is_empty() {
+        return Err(Error::config("url", "a file URL needs a directory"));
+    }
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| Error::config("url", "the file URL's path is not UTF-8"))?;
+    Ok(Box::new(crate::FileProvider::new(path.as_ref())?))
+}
+
+#[cfg(not(feature = "file"))]
+fn file(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("file:", "file"))
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::PostgresOptions::from_url(url)?;
+    Ok(Box::new(crate::PostgresProvider::new(options)?))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("postgres://", "postgres"))
+}
+
+#[cfg(feature = "redis")]
+fn redis(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::RedisOptions::from_url(url)?;
+    Ok(Box::new(crate::RedisProvider::new(options)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("redis://", "redis"))
+}
+
+#[cfg(feature = "zookeeper")]
+fn zookeeper(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::ZooKeeperOptions::from_url(url)?;
+    Ok(Box::new(crate::ZooKeeperProvider::new(options)?))
+}
+
+#[cfg(not(feature = "zookeeper"))]
+fn zookeeper(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("zookeeper://", "zookeeper"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(url: &str) -> String {
+        match connect(url) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.report(),
+        }
+    }
+
+    #[test]
+    fn memory_urls_share_one_store() {
+        let a = connect("memory:").unwrap();
+        let b = connect("memory://").unwrap();
+        let req =
+            crate::AcquireRequest::new("connect-shared", "a", std::time::Duration::from_secs(5));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        assert!(matches!(
+            a.try_acquire(&req, deadline),
+            Ok(crate::Acquisition::Acquired(_))
+        ));
+        assert!(b.leader("connect-shared", deadline).unwrap().is_some());
+        assert!(err("memory:other").contains("memory"));
+    }
+
+    #[test]
+    fn bad_urls_are_named_not_echoed() {
+        assert!(err("no-scheme-here").contains("scheme"));
+        let e = err("mongodb://u:hunter2@h/");
+        assert!(e.contains("mongodb") && !e.contains("hunter2"), "{e}");
+        let e = err("memory:?password=hunter2");
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[cfg(feature = "file")]
+    #[test]
+    fn file_urls() {
+        let dir = std::env::temp_dir().join(format!("le-connect-{}", std::process::id()));
+        let url = format!("file://{}", dir.display());
+        let p = connect(&url).unwrap();
+        assert_eq!(p.name(), "file");
+        assert!(err("file://otherhost/x").contains("local directory"));
+        assert!(err("file:").contains("directory"));
+        assert!(err(&format!("{url}?x=1")).contains("\"x\""));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn disabled_backends_name_their_feature() {
+        assert!(err("postgres://h/db").contains("feature \"postgres\""));
+    }
+}
