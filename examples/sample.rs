@@ -4,13 +4,15 @@
 //! cargo run --example sample -- memory
 //! cargo run --example sample -- file [DIR]          # run it in two terminals, kill one
 //! cargo run --example sample -- file /tmp/le --for 10
-//! cargo run --example sample --features postgres -- postgres postgres://user:pw@127.0.0.1/db
-//! cargo run --example sample --features redis -- redis redis://127.0.0.1:6379/
-//! cargo run --example sample --features zookeeper -- zookeeper 127.0.0.1:2181
+//! cargo run --example sample --features postgres -- postgres://user:pw@127.0.0.1/db
+//! cargo run --example sample --features redis -- redis://127.0.0.1:6379/
+//! cargo run --example sample --features zookeeper -- 'zookeeper://127.0.0.1:2181?session_timeout=6s'
 //! ```
 //!
-//! Options after the backend: `--group NAME` (default `sample`), `--for SECONDS` (default:
-//! until killed). `RUST_LOG=debug` shows the library's logs.
+//! The backend is `memory`, `file [DIR]`, or any connection URL [`leader_election::connect`]
+//! takes (its query parameters are the README's options table). Options after it:
+//! `--group NAME` (default `sample`), `--for SECONDS` (default: until killed).
+//! `RUST_LOG=debug` shows the library's logs.
 
 use std::time::{Duration, Instant};
 
@@ -20,46 +22,24 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         postgres URL (feature postgres)\n  redis URL    (feature redis)\n  \
-         zookeeper HOSTS (feature zookeeper)"
+         URL          (postgres://, redis://, rediss://, zookeeper://, file:///dir, memory:)"
     );
     std::process::exit(2)
 }
 
 fn provider(backend: &str, arg: Option<&str>) -> Result<Box<dyn Provider>, leader_election::Error> {
-    Ok(match backend {
-        "memory" => Box::new(leader_election::MemoryProvider::new()),
+    match backend {
+        "memory" => leader_election::connect("memory:"),
         "file" => {
             let dir = arg
                 .map(Into::into)
                 .unwrap_or_else(|| std::env::temp_dir().join("leader-election-sample"));
             println!("lock directory: {}", std::path::Path::new(&dir).display());
-            Box::new(leader_election::FileProvider::new(dir)?)
+            Ok(Box::new(leader_election::FileProvider::new(dir)?))
         }
-        #[cfg(feature = "postgres")]
-        "postgres" => {
-            let url = arg.unwrap_or_else(|| usage());
-            Box::new(leader_election::PostgresProvider::new(
-                leader_election::PostgresOptions::new(url),
-            )?)
-        }
-        #[cfg(feature = "redis")]
-        "redis" => {
-            let url = arg.unwrap_or_else(|| usage());
-            Box::new(leader_election::RedisProvider::new(
-                leader_election::RedisOptions::new(url),
-            )?)
-        }
-        #[cfg(feature = "zookeeper")]
-        "zookeeper" => {
-            let hosts = arg.unwrap_or_else(|| usage());
-            Box::new(leader_election::ZooKeeperProvider::new(
-                leader_election::ZooKeeperOptions::new(hosts)
-                    .session_timeout(Duration::from_secs(6)),
-            )?)
-        }
+        url if url.contains(':') => leader_election::connect(url),
         _ => usage(),
-    })
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,7 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let elector = Elector::builder(provider(backend, positional)?)
+    let provider = provider(backend, positional)?;
+    let backend = provider.name();
+    let elector = Elector::builder(provider)
         .group(&group)
         .lease_ttl(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_secs(2))

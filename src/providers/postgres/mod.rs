@@ -5,8 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Statement};
+use postgres::Statement;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::capabilities::Capabilities;
@@ -15,153 +14,18 @@ use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
 use crate::providers::postgres::options::{PostgresOptions, describe};
 use crate::providers::support::deadline;
-use crate::providers::support::listener::{self, Listener, Stop};
+use crate::providers::support::listener::Listener;
 use crate::providers::support::watchers::Watchers;
 use crate::validate;
 
+mod listen;
 pub(crate) mod options;
+mod sql;
+
+use listen::ListenCtx;
+use sql::{Conn, Manager, PoolError, QuietErrors, Sql};
 
 const BACKEND: &str = "postgres";
-
-/// The SQL of one table, built once from validated identifiers.
-struct Sql {
-    create: String,
-    acquire: String,
-    renew: String,
-    release: String,
-    leader: String,
-    channel: String,
-}
-
-impl Sql {
-    fn new(schema: &str, table: &str) -> Sql {
-        // Both names passed validate::sql_identifier: [a-z_][a-z0-9_]{0,62}. Quoting them
-        // anyway keeps reserved words usable.
-        let q = format!("\"{schema}\".\"{table}\"");
-        let ms = |col: &str| format!("(extract(epoch FROM {col}) * 1000)::bigint");
-        let live = "participant_id IS NOT NULL AND expires_at > clock_timestamp()";
-        let create_schema = if schema == "public" {
-            String::new()
-        } else {
-            format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";")
-        };
-        Sql {
-            create: format!(
-                "BEGIN;
-                 SELECT pg_advisory_xact_lock(8872615010934);
-                 {create_schema}
-                 CREATE TABLE IF NOT EXISTS {q} (
-                     group_name     text PRIMARY KEY,
-                     participant_id text,
-                     fencing_token  bigint NOT NULL,
-                     expires_at     timestamptz,
-                     acquired_at    timestamptz,
-                     metadata       text NOT NULL DEFAULT '{{}}'
-                 );
-                 COMMIT;"
-            ),
-            // One round trip: take the row if free or expired (deciding on the database's
-            // clock), else report the live holder.
-            acquire: format!(
-                "WITH up AS (
-                     INSERT INTO {q} AS t
-                         (group_name, participant_id, fencing_token, expires_at, acquired_at, metadata)
-                     VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 millisecond',
-                             clock_timestamp(), $4)
-                     ON CONFLICT (group_name) DO UPDATE
-                        SET participant_id = EXCLUDED.participant_id,
-                            fencing_token  = t.fencing_token + 1,
-                            expires_at     = EXCLUDED.expires_at,
-                            acquired_at    = EXCLUDED.acquired_at,
-                            metadata       = EXCLUDED.metadata
-                      WHERE t.participant_id IS NULL OR t.expires_at <= clock_timestamp()
-                     RETURNING participant_id, fencing_token, acquired_at, metadata)
-                 SELECT true, participant_id, fencing_token, {acq}, metadata FROM up
-                 UNION ALL
-                 SELECT false, participant_id, fencing_token, {acq}, metadata FROM {q}
-                  WHERE group_name = $1 AND {live} AND NOT EXISTS (SELECT 1 FROM up)",
-                acq = ms("acquired_at"),
-            ),
-            renew: format!(
-                "WITH up AS (
-                     UPDATE {q} SET expires_at = clock_timestamp() + $4::bigint * interval '1 millisecond'
-                      WHERE group_name = $1 AND participant_id = $2 AND fencing_token = $3
-                        AND expires_at > clock_timestamp()
-                     RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM up), t.participant_id, t.fencing_token,
-                        {acq}, t.metadata
-                   FROM (SELECT 1) AS one
-                   LEFT JOIN {q} AS t ON t.group_name = $1 AND t.{live_t}",
-                acq = ms("t.acquired_at"),
-                live_t = "participant_id IS NOT NULL AND t.expires_at > clock_timestamp()",
-            ),
-            release: format!(
-                "WITH rel AS (
-                     UPDATE {q} SET participant_id = NULL, expires_at = NULL
-                      WHERE group_name = $1 AND participant_id = $2 AND fencing_token = $3
-                     RETURNING group_name)
-                 SELECT pg_notify($4, group_name) FROM rel"
-            ),
-            leader: format!(
-                "SELECT participant_id, fencing_token, {acq}, metadata FROM {q}
-                  WHERE group_name = $1 AND {live}",
-                acq = ms("acquired_at"),
-            ),
-            // NOTIFY channels are identifiers: at most 63 bytes.
-            channel: format!("le_{schema}_{table}").chars().take(63).collect(),
-        }
-    }
-}
-
-/// A pooled connection with the provider's statements prepared on it.
-struct Conn {
-    client: Client,
-    acquire: Statement,
-    renew: Statement,
-    release: Statement,
-    leader: Statement,
-}
-
-/// Makes [`Conn`]s for r2d2.
-struct Manager {
-    config: postgres::Config,
-    tls: MakeRustlsConnect,
-    sql: Arc<Sql>,
-    create_table: bool,
-}
-
-impl Manager {
-    fn connect_conn(&self) -> std::result::Result<Conn, postgres::Error> {
-        let mut client = self.config.connect(self.tls.clone())?;
-        if self.create_table {
-            client.batch_execute(&self.sql.create)?;
-        }
-        Ok(Conn {
-            acquire: client.prepare(&self.sql.acquire)?,
-            renew: client.prepare(&self.sql.renew)?,
-            release: client.prepare(&self.sql.release)?,
-            leader: client.prepare(&self.sql.leader)?,
-            client,
-        })
-    }
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = postgres::Error;
-
-    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
-        self.connect_conn()
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(drop)
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
-    }
-}
 
 /// Elects through one row per group in a PostgreSQL table.
 ///
@@ -345,27 +209,6 @@ impl std::fmt::Debug for PostgresProvider {
     }
 }
 
-/// r2d2 logs connection errors itself by default; ours are reported through `Error`.
-#[derive(Debug)]
-struct QuietErrors;
-
-impl r2d2::HandleError<postgres::Error> for QuietErrors {
-    fn handle_error(&self, error: postgres::Error) {
-        log::debug!("postgres: pool connection attempt failed: {error}");
-    }
-}
-
-#[derive(Debug)]
-struct PoolError(String);
-
-impl std::fmt::Display for PoolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PoolError {}
-
 /// Maps a client error: connection trouble and server-side cancellations are transient;
 /// authentication, permission and SQL errors are permanent.
 fn map_err(operation: &'static str, e: postgres::Error, timeout: Duration) -> Error {
@@ -526,44 +369,5 @@ impl Provider for PostgresProvider {
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         self.ensure_listener()?;
         Ok(Some(self.watchers.add(group, wakeup)))
-    }
-}
-
-/// The LISTEN thread's state.
-struct ListenCtx {
-    config: postgres::Config,
-    tls: MakeRustlsConnect,
-    channel: String,
-    watchers: Watchers,
-    stop: Stop,
-}
-
-impl ListenCtx {
-    fn run(self) {
-        listener::run(BACKEND, &self.stop, &self.watchers, |subscribed| {
-            let mut client = self.config.connect(self.tls.clone())?;
-            // The channel was built from validated identifiers: [a-z0-9_]+.
-            client.batch_execute(&format!("LISTEN \"{}\"", self.channel))?;
-            log::debug!("postgres: listening on {}", self.channel);
-            subscribed();
-            self.listen(&mut client)
-        });
-    }
-
-    fn listen(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
-        while !self.stop.is_stopped() {
-            {
-                let mut notifications = client.notifications();
-                let mut iter = notifications.timeout_iter(Duration::from_millis(500));
-                while let Some(n) = iter.next()? {
-                    self.watchers.wake(n.payload());
-                }
-            }
-            if client.is_closed() {
-                log::warn!("postgres: LISTEN connection closed");
-                return Ok(());
-            }
-        }
-        Ok(())
     }
 }
