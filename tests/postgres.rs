@@ -2,7 +2,7 @@
 //! (`LE_POSTGRES_URL`), then failure cases on private instances.
 #![cfg(feature = "postgres")]
 
-mod common;
+use le_test_support as common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! (`LE_REDIS_URL`), then data loss, outages, credentials and TLS on private instances.
 #![cfg(feature = "redis")]
 
-mod common;
+use le_test_support as common;
 
 use std::time::{Duration, Instant};
 

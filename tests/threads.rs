@@ -3,7 +3,7 @@
 //! test binary, so the process's thread count is this test's.
 #![cfg(all(feature = "postgres", feature = "redis", feature = "zookeeper"))]
 
-mod common;
+use le_test_support as common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! (`LE_ZOOKEEPER_HOSTS`), then session expiry, restarts and process death on private servers.
 #![cfg(feature = "zookeeper")]
 
-mod common;
+use le_test_support as common;
 
 use std::time::{Duration, Instant};
 

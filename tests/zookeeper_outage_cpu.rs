@@ -2,7 +2,7 @@
 //! CPU time is this test's. Prints the figures; fails only on a spin (a busy core).
 #![cfg(feature = "zookeeper")]
 
-mod common;
+use le_test_support as common;
 
 use std::time::Duration;
 

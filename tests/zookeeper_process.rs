@@ -2,7 +2,7 @@
 //! timeout, with a higher token.
 #![cfg(all(unix, feature = "zookeeper"))]
 
-mod common;
+use le_test_support as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
