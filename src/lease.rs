@@ -90,7 +90,10 @@ impl LeaderInfo {
             group: group.to_owned(),
             participant_id: rec.participant_id,
             fencing_token: rec.fencing_token,
-            since: UNIX_EPOCH + Duration::from_millis(rec.since_ms),
+            // An absurd time (a corrupt record) must not overflow the clock: the epoch then.
+            since: UNIX_EPOCH
+                .checked_add(Duration::from_millis(rec.since_ms))
+                .unwrap_or(UNIX_EPOCH),
             metadata: rec.metadata,
         })
     }
@@ -142,7 +145,20 @@ impl AcquireRequest {
 }
 
 /// A held lease: the proof a provider hands back on acquisition and takes in renew and release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the record and the TTL but never the `handle`: with some backends (Azure lease
+/// ids, Consul sessions) the handle is a capability that lets its bearer renew or release the
+/// lease.
+///
+/// ```
+/// use leader_election::{LeaderInfo, Lease};
+/// use std::time::Duration;
+///
+/// let info = LeaderInfo::new("jobs", "node-1", 7, Default::default());
+/// let lease = Lease::new(info, Duration::from_secs(10), "lease-id-3f9a");
+/// assert!(!format!("{lease:?}").contains("3f9a"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lease {
     /// The leader record of this term (fencing token included).
@@ -167,6 +183,16 @@ impl Lease {
     /// The term's fencing token.
     pub fn fencing_token(&self) -> u64 {
         self.info.fencing_token
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("info", &self.info)
+            .field("ttl", &self.ttl)
+            .field("handle", &"<redacted>")
+            .finish()
     }
 }
 
@@ -204,6 +230,13 @@ mod tests {
         assert_eq!(back.metadata, info.metadata);
         let since = |i: &LeaderInfo| i.since.duration_since(UNIX_EPOCH).unwrap().as_millis();
         assert_eq!(since(&back), since(&info));
+    }
+
+    #[test]
+    fn absurd_times_do_not_panic() {
+        let json = r#"{"id":"p","token":1,"since":18446744073709551615}"#;
+        let info = LeaderInfo::from_json("file", "g", json).unwrap();
+        assert_eq!(info.fencing_token, 1);
     }
 
     #[test]

@@ -144,6 +144,14 @@ fn tls_with_sslmode_require() {
     };
     leader_election::testing::first_acquirer_wins(&h);
     leader_election::testing::release_lets_another_acquire_at_once(&h);
+    // libpq's verify-full and verify-ca spellings are understood.
+    for mode in ["verify-full", "verify-ca"] {
+        let h = PgHarness {
+            url: pg.url(&format!("sslmode={mode}")),
+            tls: Tls::VerifyWithCa(pg.ca_file()),
+        };
+        leader_election::testing::first_acquirer_wins(&h);
+    }
     // The system roots do not know the test CA: a clear error, no password.
     let e = PostgresProvider::new(PostgresOptions::new(&url)).unwrap_err();
     let text = chain(&e);
@@ -215,4 +223,67 @@ fn a_server_restart_costs_no_failed_call() {
     // The pooled connection died with the server; the call transparently uses a new one.
     let renewed = p.renew(&lease, deadline());
     assert_eq!(renewed.ok(), Some(leader_election::Renewal::Renewed));
+}
+
+#[test]
+fn a_statement_ends_at_its_callers_deadline_not_at_the_statement_timeout() {
+    let table = unique("le_deadline");
+    let p = PostgresProvider::new(
+        PostgresOptions::new(postgres_url())
+            .table(&table)
+            .command_timeout(Duration::from_secs(20)),
+    )
+    .unwrap();
+    let req = AcquireRequest::new("deadline", "a", Duration::from_secs(30));
+    let Acquisition::Acquired(lease) = p.try_acquire(&req, deadline()).unwrap() else {
+        panic!("not acquired");
+    };
+    // Another session locks the table, so the renew waits for the lock.
+    let mut locker = postgres::Client::connect(&postgres_url(), postgres::NoTls).unwrap();
+    let mut tx = locker.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .unwrap();
+    let start = Instant::now();
+    let e = p
+        .renew(&lease, Instant::now() + Duration::from_millis(500))
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(e, Error::Timeout { .. }), "{}", chain(&e));
+    // Before: the 20 s statement timeout. Generous for a busy machine, far below 20 s.
+    assert!(took < Duration::from_secs(8), "the renew took {took:?}");
+    tx.rollback().unwrap();
+    // The cancelled connection is not reused for a later statement; the next call works.
+    assert_eq!(
+        p.renew(&lease, deadline()).unwrap(),
+        leader_election::Renewal::Renewed
+    );
+}
+
+#[test]
+fn the_users_own_options_are_kept() {
+    let table = unique("le_opts");
+    drop(PostgresProvider::new(PostgresOptions::new(postgres_url()).table(&table)).unwrap());
+    let url = format!(
+        "{}&options=-c%20default_transaction_read_only%3Don",
+        postgres_url()
+    );
+    let p =
+        PostgresProvider::new(PostgresOptions::new(url).table(&table).create_table(false)).unwrap();
+    let req = AcquireRequest::new("opts", "a", Duration::from_secs(5));
+    let e = p.try_acquire(&req, deadline()).unwrap_err();
+    assert!(chain(&e).contains("read-only"), "{}", chain(&e));
+}
+
+#[test]
+fn a_bad_password_found_after_start_is_permanent() {
+    let url = postgres_url().replace("leader-secret", "not-the-password");
+    let p = PostgresProvider::new(PostgresOptions::new(url).fail_fast(false)).unwrap();
+    let req = AcquireRequest::new("late-auth", "a", Duration::from_secs(5));
+    let e = p
+        .try_acquire(&req, Instant::now() + Duration::from_secs(3))
+        .unwrap_err();
+    assert!(!e.is_transient(), "{}", chain(&e));
+    assert!(!chain(&e).contains("not-the-password"), "{}", chain(&e));
 }

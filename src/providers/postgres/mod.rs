@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use postgres::Statement;
@@ -21,6 +22,7 @@ use crate::validate;
 mod listen;
 pub(crate) mod options;
 mod sql;
+mod sslmode;
 
 use listen::ListenCtx;
 use sql::{Conn, Manager, PoolError, QuietErrors, Sql};
@@ -63,6 +65,10 @@ pub struct PostgresProvider {
     watchers: Watchers,
     listener: Listener,
     server: String,
+    /// Sends the cancels armed by `cancel_at` (its own thread: a cancel to a dead server may
+    /// block for the connect timeout, and must not hold up the pool's connection builder).
+    timer: scheduled_thread_pool::ScheduledThreadPool,
+    auth_failed: Arc<AtomicBool>,
 }
 
 impl PostgresProvider {
@@ -76,8 +82,9 @@ impl PostgresProvider {
         if options.pool_size == 0 {
             return Err(Error::config("pool_size", "must be at least 1"));
         }
+        let (conn_str, sslmode) = sslmode::take_sslmode(&options.url)?;
         // Never echo the string: it may carry a password.
-        let mut config = postgres::Config::from_str(&options.url).map_err(|_| {
+        let mut config = postgres::Config::from_str(&conn_str).map_err(|_| {
             Error::config(
                 "url",
                 "is not a valid PostgreSQL connection string \
@@ -94,20 +101,35 @@ impl PostgresProvider {
             .keepalives(true)
             .keepalives_idle((options.command_timeout / 2).max(Duration::from_secs(1)))
             .keepalives_interval(Duration::from_secs(1))
-            .keepalives_retries(3)
-            .options(&format!(
-                "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
-            ));
+            .keepalives_retries(3);
+        let mode = sslmode::client_mode(
+            sslmode,
+            &config,
+            &options.tls,
+            options.allow_plaintext_password,
+        )?;
+        config.ssl_mode(mode);
+        // Ours go after the user's own `options`, so they win for these two settings only.
+        let ours = format!(
+            "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+        );
+        let all = match config.get_options() {
+            Some(user) if !user.trim().is_empty() => format!("{user} {ours}"),
+            _ => ours,
+        };
+        config.options(&all);
         if config.get_application_name().is_none() {
             config.application_name("leader-election");
         }
         let tls = MakeRustlsConnect::new(options.tls.client_config()?);
         let sql = Arc::new(Sql::new(&options.schema, &options.table));
+        let auth_failed = Arc::new(AtomicBool::new(false));
         let manager = Manager {
             config: config.clone(),
             tls: tls.clone(),
             sql: sql.clone(),
-            create_table: options.create_table,
+            table_ready: Arc::new(AtomicBool::new(!options.create_table)),
+            auth_failed: auth_failed.clone(),
         };
         let server = describe(&options.url);
         if options.fail_fast {
@@ -140,6 +162,14 @@ impl PostgresProvider {
             watchers: Watchers::default(),
             listener: Listener::default(),
             server,
+            timer: scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(1)
+                .thread_name_pattern("le-pg-cancel-{}")
+                .on_drop_behavior(
+                    scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled,
+                )
+                .build(),
+            auth_failed,
         })
     }
 
@@ -150,9 +180,22 @@ impl PostgresProvider {
     ) -> Result<r2d2::PooledConnection<Manager>> {
         let wait = deadline::time_left(deadline);
         // r2d2 reports a timeout, with the last connection error when there was one.
-        self.pool.get_timeout(wait).map_err(|e| Error::Unavailable {
-            backend: BACKEND,
-            source: Box::new(PoolError(format!("{operation}: {e}"))),
+        self.pool.get_timeout(wait).map_err(|e| {
+            let source = Box::new(PoolError(format!("{operation}: {e}")));
+            if self.pool.state().connections == 0 && self.auth_failed.load(Ordering::SeqCst) {
+                // Wrong credentials or database: permanent, and said so.
+                Error::Backend {
+                    backend: BACKEND,
+                    operation,
+                    transient: false,
+                    source,
+                }
+            } else {
+                Error::Unavailable {
+                    backend: BACKEND,
+                    source,
+                }
+            }
         })
     }
 
@@ -171,7 +214,12 @@ impl PostgresProvider {
         loop {
             let mut conn = self.conn(operation, deadline)?;
             let stmt = pick(&conn).clone();
-            match conn.client.query(&stmt, params) {
+            let canceller = self.cancel_at(&conn, deadline);
+            let result = conn.client.query(&stmt, params);
+            if canceller.is_some_and(Canceller::disarm) {
+                conn.poisoned = true;
+            }
+            match result {
                 Ok(rows) => return Ok(rows),
                 Err(e) => {
                     attempts -= 1;
@@ -183,6 +231,29 @@ impl PostgresProvider {
                 }
             }
         }
+    }
+
+    /// Arms a cancel of the statement about to run on `conn` at `deadline`, when the deadline
+    /// comes before the server's own `statement_timeout` would end it: a call never runs past
+    /// its caller's deadline on a live server. `None` when the statement timeout comes first.
+    fn cancel_at(&self, conn: &Conn, deadline: Instant) -> Option<Canceller> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left >= self.command_timeout {
+            return None;
+        }
+        let fired = Arc::new(parking_lot::Mutex::new(Some(false)));
+        let (token, tls, state) = (conn.client.cancel_token(), self.tls.clone(), fired.clone());
+        let job = self.timer.execute_after(left, move || {
+            // Held while the cancel request goes out, so `disarm` waits for it.
+            let mut state = state.lock();
+            if let Some(fired) = state.as_mut() {
+                *fired = true;
+                if let Err(e) = token.cancel_query(tls) {
+                    log::debug!("postgres: cancelling a statement at its deadline failed: {e}");
+                }
+            }
+        });
+        Some(Canceller { job, fired })
     }
 
     /// Starts the LISTEN thread once.
@@ -197,6 +268,21 @@ impl PostgresProvider {
             };
             move || ctx.run()
         })
+    }
+}
+
+/// A cancel armed by [`PostgresProvider::cancel_at`].
+struct Canceller {
+    job: scheduled_thread_pool::JobHandle,
+    /// `Some(fired)` while armed; `None` once disarmed.
+    fired: Arc<parking_lot::Mutex<Option<bool>>>,
+}
+
+impl Canceller {
+    /// Disarms it; returns whether the cancel was sent (the connection must then be dropped).
+    fn disarm(self) -> bool {
+        self.job.cancel();
+        self.fired.lock().take().unwrap_or(false)
     }
 }
 
@@ -234,7 +320,7 @@ fn map_err(operation: &'static str, e: postgres::Error, timeout: Duration) -> Er
             timeout,
         };
     }
-    let transient = matches!(&code[..2], "08" | "40" | "53" | "55" | "57" | "58");
+    let transient = matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58"));
     Error::Backend {
         backend: BACKEND,
         operation,
@@ -254,26 +340,43 @@ fn ttl_ms(ttl: Duration) -> i64 {
 /// Builds a leader record from `(participant_id, fencing_token, acquired_at_ms, metadata)`
 /// columns starting at `at`.
 fn info_from_row(group: &str, row: &postgres::Row, at: usize) -> Result<Option<LeaderInfo>> {
-    let participant: Option<String> = row.get(at);
+    let participant: Option<String> = column(group, row, at)?;
     let Some(participant_id) = participant else {
         return Ok(None);
     };
-    let token: i64 = row.get(at + 1);
-    let since_ms: Option<i64> = row.get(at + 2);
-    let metadata: String = row.get(at + 3);
+    let token: i64 = column(group, row, at + 1)?;
+    let since_ms: Option<i64> = column(group, row, at + 2)?;
+    let metadata: String = column(group, row, at + 3)?;
     let metadata = serde_json::from_str(&metadata).map_err(|e| Error::Corrupt {
         backend: BACKEND,
         group: group.to_owned(),
         detail: format!("metadata is not a JSON object of strings: {e}"),
     })?;
-    let mut info = LeaderInfo::new(
-        group,
-        participant_id,
-        u64::try_from(token).unwrap_or(0),
-        metadata,
-    );
-    info.since = UNIX_EPOCH + Duration::from_millis(since_ms.unwrap_or(0).max(0) as u64);
+    let token = u64::try_from(token).map_err(|_| Error::Corrupt {
+        backend: BACKEND,
+        group: group.to_owned(),
+        detail: format!("negative fencing token {token}"),
+    })?;
+    let mut info = LeaderInfo::new(group, participant_id, token, metadata);
+    let since_ms = u64::try_from(since_ms.unwrap_or(0)).unwrap_or(0);
+    info.since = UNIX_EPOCH
+        .checked_add(Duration::from_millis(since_ms))
+        .unwrap_or(UNIX_EPOCH);
     Ok(Some(info))
+}
+
+/// Column `at` of `row`, or [`Error::Corrupt`] when the table's column has another type (a
+/// table created by someone else) — never a panic.
+fn column<'a, T: postgres::types::FromSql<'a>>(
+    group: &str,
+    row: &'a postgres::Row,
+    at: usize,
+) -> Result<T> {
+    row.try_get(at).map_err(|e| Error::Corrupt {
+        backend: BACKEND,
+        group: group.to_owned(),
+        detail: format!("column {at} of the table: {e}"),
+    })
 }
 
 impl Provider for PostgresProvider {
@@ -302,7 +405,7 @@ impl Provider for PostgresProvider {
         let Some(row) = rows.first() else {
             return Ok(Acquisition::Held(None));
         };
-        let acquired: bool = row.get(0);
+        let acquired: bool = column(&request.group, row, 0)?;
         let info = info_from_row(&request.group, row, 1)?;
         match (acquired, info) {
             (true, Some(info)) => {
@@ -334,7 +437,7 @@ impl Provider for PostgresProvider {
                 source: "the renew statement returned no row".into(),
             });
         };
-        if row.get::<_, bool>(0) {
+        if column::<bool>(&lease.info.group, row, 0)? {
             Ok(Renewal::Renewed)
         } else {
             Ok(Renewal::Lost(info_from_row(&lease.info.group, row, 1)?))

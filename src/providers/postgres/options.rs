@@ -32,6 +32,7 @@ pub struct PostgresOptions {
     pub(crate) pool_size: u32,
     pub(crate) fail_fast: bool,
     pub(crate) tls: Tls,
+    pub(crate) allow_plaintext_password: bool,
 }
 
 impl PostgresOptions {
@@ -49,6 +50,7 @@ impl PostgresOptions {
             pool_size: 2,
             fail_fast: true,
             tls: Tls::Verify,
+            allow_plaintext_password: false,
         }
     }
 
@@ -98,9 +100,23 @@ impl PostgresOptions {
         self
     }
 
-    /// How server certificates are checked when the connection string asks for TLS.
+    /// How server certificates are checked when TLS is used (default [`Tls::Verify`]: chain
+    /// and host name against the system's roots — stricter than libpq's `require`, which
+    /// checks nothing). Whether TLS is used is the connection string's `sslmode`, in libpq's
+    /// spellings: `disable`, `allow` and `prefer` may run without TLS; `require`, `verify-ca`
+    /// and `verify-full` never do, and all three verify as this option says (`verify-ca` checks
+    /// the host name too). Without `sslmode`, TLS is required for a server not on this machine
+    /// and preferred for `localhost`, loopback addresses and Unix sockets.
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Allows `sslmode=disable`, `allow` or `prefer` for a remote server when the connection
+    /// string carries a password (default `false`: refused, because someone in the middle could
+    /// refuse TLS and ask for the password in cleartext, which the client cannot decline).
+    pub fn allow_plaintext_password(mut self, allow: bool) -> Self {
+        self.allow_plaintext_password = allow;
         self
     }
 }
@@ -117,6 +133,7 @@ pub(crate) const URL_PARAMS: &[&str] = &[
     "fail_fast",
     "tls",
     "ca_file",
+    "allow_plaintext_password",
 ];
 
 /// The libpq parameters the client understands (`password` too, though it belongs in the
@@ -173,6 +190,9 @@ impl PostgresOptions {
             o = o.fail_fast(v);
         }
         o = o.tls(params.tls()?);
+        if let Some(v) = params.bool("allow_plaintext_password")? {
+            o = o.allow_plaintext_password(v);
+        }
         let rest = params.into_rest();
         if let Some((name, _)) = rest
             .iter()
@@ -187,10 +207,7 @@ impl PostgresOptions {
                 ),
             ));
         }
-        parsed.set_query(None);
-        if !rest.is_empty() {
-            parsed.query_pairs_mut().extend_pairs(rest);
-        }
+        super::sslmode::set_query(&mut parsed, &rest);
         o.url = parsed.into();
         Ok(o)
     }
@@ -206,6 +223,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("command_timeout", &self.command_timeout)
             .field("pool_size", &self.pool_size)
             .field("tls", &self.tls)
+            .field("allow_plaintext_password", &self.allow_plaintext_password)
             .finish_non_exhaustive()
     }
 }

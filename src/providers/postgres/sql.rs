@@ -3,6 +3,7 @@
 //! connection (so acquire, renew and release are one round trip each).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -104,6 +105,9 @@ pub(super) struct Conn {
     pub(super) renew: Statement,
     pub(super) release: Statement,
     pub(super) leader: Statement,
+    /// A statement on it was cancelled at its caller's deadline: r2d2 drops it rather than
+    /// hand it out again (a late cancel request must never hit a later caller's statement).
+    pub(super) poisoned: bool,
 }
 
 /// Makes [`Conn`]s for r2d2.
@@ -111,20 +115,30 @@ pub(super) struct Manager {
     pub(super) config: postgres::Config,
     pub(super) tls: MakeRustlsConnect,
     pub(super) sql: Arc<Sql>,
-    pub(super) create_table: bool,
+    /// The table exists (or need not be created): the DDL runs once per provider, not on
+    /// every new pooled connection.
+    pub(super) table_ready: Arc<AtomicBool>,
+    /// The last connection attempt failed authentication (SQLSTATE class 28) or named a
+    /// database that does not exist (3D000): a permanent error, however the pool reports it.
+    pub(super) auth_failed: Arc<AtomicBool>,
 }
 
 impl Manager {
     pub(super) fn connect_conn(&self) -> std::result::Result<Conn, postgres::Error> {
-        let mut client = self.config.connect(self.tls.clone())?;
-        if self.create_table {
+        let mut client = self.config.connect(self.tls.clone()).inspect_err(|e| {
+            self.auth_failed.store(is_auth_error(e), Ordering::SeqCst);
+        })?;
+        self.auth_failed.store(false, Ordering::SeqCst);
+        if !self.table_ready.load(Ordering::SeqCst) {
             client.batch_execute(&self.sql.create)?;
+            self.table_ready.store(true, Ordering::SeqCst);
         }
         Ok(Conn {
             acquire: client.prepare(&self.sql.acquire)?,
             renew: client.prepare(&self.sql.renew)?,
             release: client.prepare(&self.sql.release)?,
             leader: client.prepare(&self.sql.leader)?,
+            poisoned: false,
             client,
         })
     }
@@ -143,8 +157,15 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
+        conn.poisoned || conn.client.is_closed()
     }
+}
+
+/// Whether a connection error is a refusal of the credentials or of the database name: no
+/// retry will fix it.
+pub(super) fn is_auth_error(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000")
 }
 
 /// r2d2 logs connection errors itself by default; ours are reported through `Error`.
