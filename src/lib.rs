@@ -72,6 +72,7 @@
 mod adapters;
 mod change;
 mod changes;
+mod config;
 mod elector;
 mod error;
 mod heartbeat;
