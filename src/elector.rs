@@ -2,20 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::change::EventKinds;
 use crate::changes::Changes;
+use crate::config::{Config, Options};
 use crate::error::{Error, Result};
-use crate::heartbeat::{self, Command};
+use crate::heartbeat::HeartbeatHandle;
 use crate::lease::LeaderInfo;
 use crate::provider::Provider;
 use crate::shared::Shared;
-use crate::{util, validate};
 
 /// Default lease TTL: 15 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -23,30 +21,6 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default retry (campaign) interval: 2 s.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Validated settings of one elector.
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub group: String,
-    pub participant_id: String,
-    pub lease_ttl: Duration,
-    pub heartbeat_interval: Duration,
-    pub retry_interval: Duration,
-    pub safety_margin: Duration,
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl Config {
-    /// How long a term lasts after the renew (or acquire) that confirmed it was *sent*.
-    pub(crate) fn validity(&self) -> Duration {
-        self.lease_ttl - self.safety_margin
-    }
-
-    /// How long a shutdown waits for the release (and a drop, for the shutdown).
-    pub(crate) fn shutdown_wait(&self) -> Duration {
-        self.heartbeat_interval.max(self.retry_interval)
-    }
-}
 
 /// Configures and starts an [`Elector`]; made by [`Elector::builder`].
 ///
@@ -68,20 +42,14 @@ impl Config {
 #[must_use = "call .start() or .build()"]
 pub struct ElectorBuilder<P> {
     provider: P,
-    group: Option<String>,
-    participant_id: Option<String>,
-    lease_ttl: Duration,
-    heartbeat_interval: Duration,
-    retry_interval: Duration,
-    safety_margin: Option<Duration>,
-    metadata: BTreeMap<String, String>,
+    options: Options,
 }
 
 impl<P: Provider> ElectorBuilder<P> {
     /// The election group (required): participants of one group elect one leader. 1–128
     /// characters from `[A-Za-z0-9._-]`, starting with a letter or digit.
     pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
+        self.options.group = Some(group.into());
         self
     }
 
@@ -89,7 +57,7 @@ impl<P: Provider> ElectorBuilder<P> {
     /// `[A-Za-z0-9._:@-]`. Two electors with one id in one group never both lead, but the
     /// second waits for the first's lease to expire, so keep ids unique.
     pub fn participant_id(mut self, id: impl Into<String>) -> Self {
-        self.participant_id = Some(id.into());
+        self.options.participant_id = Some(id.into());
         self
     }
 
@@ -98,98 +66,44 @@ impl<P: Provider> ElectorBuilder<P> {
     /// session, such as ZooKeeper, after the session timeout instead). The provider may refuse
     /// a TTL it cannot honour ([`Provider::capabilities`]) when the elector is built.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl;
+        self.options.lease_ttl = ttl;
         self
     }
 
     /// How often the leader renews (default 5 s). Must be at most half of
     /// `lease_ttl − safety_margin`, so a leader gets at least two tries before its deadline.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval = interval;
+        self.options.heartbeat_interval = interval;
         self
     }
 
     /// How often a follower campaigns (default 2 s, with jitter of up to −50 %); also the base
     /// of the back-off after errors. Backends that push changes wake followers sooner.
     pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
+        self.options.retry_interval = interval;
         self
     }
 
     /// How much earlier than `sent + lease_ttl` the leader steps down, to absorb clock-rate
     /// differences between hosts (default: a tenth of the TTL). Must be below half the TTL.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
-        self.safety_margin = Some(margin);
+        self.options.safety_margin = Some(margin);
         self
     }
 
     /// Adds a metadata entry stored with the leader record (an address, a version…). Keys:
     /// 1–64 characters from `[A-Za-z0-9._-]`; values: at most 1024 bytes; at most 32 entries.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
+        self.options.metadata.insert(key.into(), value.into());
         self
     }
 
     /// Checks the options and builds an elector without starting it.
     pub fn build(self) -> Result<Elector> {
-        let group = self
-            .group
-            .ok_or_else(|| Error::config("group", "must be set with .group(..)"))?;
-        validate::group(&group)?;
-        let participant_id = self
-            .participant_id
-            .unwrap_or_else(util::default_participant_id);
-        validate::participant_id(&participant_id)?;
-        if self.metadata.len() > validate::MAX_METADATA_ENTRIES {
-            return Err(Error::config(
-                "metadata",
-                format!(
-                    "at most {} entries, got {}",
-                    validate::MAX_METADATA_ENTRIES,
-                    self.metadata.len()
-                ),
-            ));
-        }
-        for (k, v) in &self.metadata {
-            validate::metadata_key(k)?;
-            validate::metadata_value(v)?;
-        }
-        validate::duration("lease_ttl", self.lease_ttl)?;
-        validate::duration("heartbeat_interval", self.heartbeat_interval)?;
-        validate::duration("retry_interval", self.retry_interval)?;
-        let safety_margin = self.safety_margin.unwrap_or(self.lease_ttl / 10);
-        if safety_margin * 2 >= self.lease_ttl {
-            return Err(Error::config(
-                "safety_margin",
-                format!(
-                    "must be below half of lease_ttl ({:?}), got {safety_margin:?}",
-                    self.lease_ttl
-                ),
-            ));
-        }
-        let validity = self.lease_ttl - safety_margin;
-        if self.heartbeat_interval * 2 > validity {
-            return Err(Error::config(
-                "heartbeat_interval",
-                format!(
-                    "must be at most half of lease_ttl − safety_margin ({validity:?}) so a leader \
-                     can renew at least twice before its deadline, got {:?}",
-                    self.heartbeat_interval
-                ),
-            ));
-        }
+        let config = self.options.validate()?;
         self.provider
             .capabilities()
-            .check_lease_ttl(self.provider.name(), self.lease_ttl)?;
-        let config = Config {
-            group,
-            participant_id,
-            lease_ttl: self.lease_ttl,
-            heartbeat_interval: self.heartbeat_interval,
-            retry_interval: self.retry_interval,
-            safety_margin,
-            metadata: self.metadata,
-        };
+            .check_lease_ttl(self.provider.name(), config.lease_ttl)?;
         Ok(Elector {
             config: Arc::new(config),
             provider: Mutex::new(Some(Arc::new(self.provider))),
@@ -204,11 +118,6 @@ impl<P: Provider> ElectorBuilder<P> {
         elector.start()?;
         Ok(elector)
     }
-}
-
-struct Running {
-    commands: Sender<Command>,
-    thread: JoinHandle<()>,
 }
 
 /// One participant in one election group.
@@ -238,7 +147,7 @@ pub struct Elector {
     config: Arc<Config>,
     provider: Mutex<Option<Arc<dyn Provider>>>,
     shared: Arc<Shared>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<HeartbeatHandle>>,
 }
 
 impl Elector {
@@ -246,13 +155,15 @@ impl Elector {
     pub fn builder<P: Provider>(provider: P) -> ElectorBuilder<P> {
         ElectorBuilder {
             provider,
-            group: None,
-            participant_id: None,
-            lease_ttl: DEFAULT_LEASE_TTL,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            retry_interval: DEFAULT_RETRY_INTERVAL,
-            safety_margin: None,
-            metadata: BTreeMap::new(),
+            options: Options {
+                group: None,
+                participant_id: None,
+                lease_ttl: DEFAULT_LEASE_TTL,
+                heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+                retry_interval: DEFAULT_RETRY_INTERVAL,
+                safety_margin: None,
+                metadata: BTreeMap::new(),
+            },
         }
     }
 
@@ -276,9 +187,8 @@ impl Elector {
             return Err(Error::AlreadyStarted);
         }
         let provider = self.provider.lock().take().ok_or(Error::ShutDown)?;
-        let (commands, thread) =
-            heartbeat::spawn(self.config.clone(), provider, self.shared.clone())?;
-        *running = Some(Running { commands, thread });
+        let heartbeat = HeartbeatHandle::spawn(self.config.clone(), provider, self.shared.clone())?;
+        *running = Some(heartbeat);
         Ok(())
     }
 
@@ -392,7 +302,7 @@ impl Elector {
     pub fn resign(&self) {
         if let Some(running) = &*self.running.lock() {
             self.shared.end_term_now();
-            let _ = running.commands.send(Command::Resign);
+            running.resign();
         }
     }
 
@@ -421,13 +331,7 @@ impl Elector {
             self.shared.close();
             return Ok(());
         };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let result = if running.commands.send(Command::Shutdown(tx)).is_ok() {
-            rx.recv().unwrap_or(Err(Error::ShutDown))
-        } else {
-            Ok(())
-        };
-        let _ = running.thread.join();
+        let result = running.shutdown();
         self.shared.close();
         result
     }

@@ -1,0 +1,395 @@
+//! The heartbeat's state machine: what one elector does next, and what it makes of each
+//! answer from the I/O thread. It is in one [`Phase`] — following (campaigning now and then),
+//! leading (renewing, until a local deadline), or stopping (waiting for the last releases) —
+//! and the phase holds the call that can change it: a follower's campaign, a leader's renew.
+//! It sends calls through the [`IoLink`] and never blocks; the heartbeat thread (`mod.rs`)
+//! feeds it commands, answers, wake-ups and the passing of time. This file holds the phases
+//! and what the machine starts; `state/outcomes.rs`, what it makes of the answers.
+//!
+//! The rules that keep two participants from both leading: a term ends at its local deadline
+//! (the *send* time of the last confirmed renew or acquire + TTL − margin), checked before
+//! any answer is used, so a late answer never revives a term; and a won lease is adopted only
+//! if nothing — resign, shutdown, the deadline — overtook the campaign; else it is released.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::io::{Call, IoLink};
+use crate::change::{LeadershipChange, LostReason};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lease::{AcquireRequest, Lease};
+use crate::provider::{Wakeup, Watch};
+use crate::shared::Shared;
+use crate::util;
+
+mod outcomes;
+
+/// Where the elector stands.
+enum Phase {
+    /// Not leading: campaigns at `next_action`.
+    Following {
+        /// The campaign out at the I/O thread, if any.
+        campaign: Option<Campaign>,
+    },
+    /// Leading until `deadline`; renews at `next_action`.
+    Leading {
+        lease: Lease,
+        /// Local deadline: send time of the last confirmed renew (or acquire) + TTL − margin.
+        deadline: Instant,
+        /// The renew out at the I/O thread, if any: its id and send time.
+        renew: Option<(u64, Instant)>,
+    },
+    /// Shut down: sends nothing new, waits for the calls out until `give_up_at`. Final.
+    Stopping {
+        reply: Sender<Result<()>>,
+        give_up_at: Instant,
+        /// The last failed release or withdrawal, for the reply.
+        release_error: Option<Error>,
+        /// A campaign sent before the shutdown (discarded: a lease it wins is released).
+        campaign: Option<Campaign>,
+    },
+}
+
+/// A campaign (acquire call) out at the I/O thread.
+struct Campaign {
+    id: u64,
+    sent: Instant,
+    /// `Shared::resign_epoch` when sent: an acquire that a resign overtook is not adopted.
+    epoch: u64,
+    /// Sent before a resign or shutdown: its lease is released, not used.
+    discard: bool,
+    /// A wake-up arrived meanwhile: if the group turns out held, campaign again at the
+    /// wake-up floor rather than after a full retry interval.
+    woken: bool,
+}
+
+/// Whether the group's watch (change notifications) is established.
+enum WatchState {
+    Pending,
+    Requested,
+    Retry(Instant),
+    Done,
+}
+
+/// See the module docs.
+pub(super) struct Machine {
+    backend: &'static str,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    io: IoLink,
+    phase: Phase,
+    /// When to campaign (follower) or renew (leader) next.
+    next_action: Instant,
+    /// After a resign (or a retried release), no campaign before this.
+    no_campaign_before: Instant,
+    /// When the last campaign was sent (for the wake-up rate limit).
+    last_campaign: Instant,
+    /// Consecutive failed calls, for back-off.
+    failures: u32,
+    watch: WatchState,
+    /// Kept so the wake-up channel never disconnects (which would make `select!` spin).
+    wakeup: Wakeup,
+    _watch_guard: Option<Watch>,
+    /// Leases whose release failed with a transient error, to retry (only a follower has
+    /// any; at most 8).
+    unreleased: Vec<Lease>,
+}
+
+impl Machine {
+    pub(super) fn new(
+        backend: &'static str,
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        io: IoLink,
+        wakeup: Wakeup,
+    ) -> Self {
+        let now = Instant::now();
+        Machine {
+            backend,
+            config,
+            shared,
+            io,
+            phase: Phase::Following { campaign: None },
+            next_action: now,
+            no_campaign_before: now,
+            last_campaign: now,
+            failures: 0,
+            watch: WatchState::Pending,
+            wakeup,
+            _watch_guard: None,
+            unreleased: Vec::new(),
+        }
+    }
+
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(super) fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. })
+    }
+
+    /// One turn of the heartbeat loop: ends a term whose deadline passed, then starts the
+    /// calls that are due. Returns `false` when the thread should stop: the I/O thread is
+    /// gone, or a shutdown has no call left out (or gave up waiting).
+    pub(super) fn turn(&mut self, now: Instant) -> bool {
+        self.check_deadline(now);
+        if self.io.is_dead() {
+            self.step_down(LostReason::ShutDown, false);
+            return false;
+        }
+        if let Phase::Stopping { give_up_at, .. } = &self.phase {
+            return self.io.outstanding() > 0 && now < *give_up_at;
+        }
+        self.start_calls(now);
+        true
+    }
+
+    /// When the loop must wake up even if nothing arrives.
+    pub(super) fn wake_at(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut at = far;
+        match &self.phase {
+            Phase::Leading { deadline, .. } => at = at.min(*deadline),
+            Phase::Stopping { give_up_at, .. } => return at.min(*give_up_at),
+            Phase::Following { .. } => {}
+        }
+        if self.io.outstanding() == 0 {
+            at = at.min(self.next_action);
+            if let (WatchState::Retry(t), Phase::Following { .. }) = (&self.watch, &self.phase) {
+                at = at.min(*t);
+            }
+        }
+        at
+    }
+
+    /// The I/O thread hung up: the next turn stops.
+    pub(super) fn io_gone(&mut self) {
+        self.io.set_dead();
+    }
+
+    fn start_calls(&mut self, now: Instant) {
+        if self.io.outstanding() > 0 {
+            return;
+        }
+        let following = matches!(self.phase, Phase::Following { .. });
+        // Establish the watch first, once (retried after failures).
+        // Never ahead of a leader's renew: only followers (re)establish the watch.
+        let due = following
+            && match self.watch {
+                WatchState::Pending => true,
+                WatchState::Retry(t) => now >= t,
+                WatchState::Requested | WatchState::Done => false,
+            };
+        if due {
+            let call = Call::Watch(self.config.group.clone(), self.wakeup.clone());
+            self.io.send(call, now + self.config.heartbeat_interval);
+            self.watch = WatchState::Requested;
+        }
+        if self.io.outstanding() > 0 || now < self.next_action {
+            return;
+        }
+        // Leases whose release failed go first (only a follower has any).
+        if following && let Some(lease) = self.unreleased.pop() {
+            self.io
+                .send(Call::Release(lease), now + self.config.heartbeat_interval);
+            // As after a resign: let the others campaign first.
+            self.no_campaign_before = now + self.config.retry_interval;
+            return;
+        }
+        match &mut self.phase {
+            Phase::Following { campaign } => {
+                if now < self.no_campaign_before {
+                    self.next_action = self.no_campaign_before;
+                    return;
+                }
+                let mut req = AcquireRequest::new(
+                    self.config.group.clone(),
+                    self.config.participant_id.clone(),
+                    self.config.lease_ttl,
+                );
+                req.metadata = self.config.metadata.clone();
+                let deadline = now + self.config.heartbeat_interval;
+                let id = self.io.send(Call::Acquire(req), deadline);
+                *campaign = Some(Campaign {
+                    id,
+                    sent: now,
+                    epoch: self.shared.resign_epoch(),
+                    discard: false,
+                    woken: false,
+                });
+                self.last_campaign = now;
+            }
+            Phase::Leading {
+                lease,
+                deadline,
+                renew,
+            } => {
+                let id = self.io.send(Call::Renew(lease.clone()), *deadline);
+                *renew = Some((id, now));
+            }
+            // Not called while stopping.
+            Phase::Stopping { .. } => {}
+        }
+    }
+
+    fn check_deadline(&mut self, now: Instant) {
+        if matches!(&self.phase, Phase::Leading { deadline, .. } if now >= *deadline) {
+            self.step_down(LostReason::DeadlinePassed, true);
+            self.next_action = now;
+        }
+    }
+
+    /// Leaves the leader role, tells subscribers and (if `release`) releases the lease.
+    /// A renew still out is forgotten: its answer is ignored.
+    fn step_down(&mut self, reason: LostReason, release: bool) {
+        let following = Phase::Following { campaign: None };
+        let lease = match std::mem::replace(&mut self.phase, following) {
+            Phase::Leading { lease, .. } => lease,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        self.shared.lost(LeadershipChange::Lost {
+            fencing_token: lease.fencing_token(),
+            reason,
+        });
+        log::log!(
+            if reason == LostReason::DeadlinePassed {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            },
+            "leader election {:?}: {} lost leadership (token {}): {reason}",
+            self.config.group,
+            self.config.participant_id,
+            lease.fencing_token()
+        );
+        if release {
+            let deadline = Instant::now() + self.config.heartbeat_interval;
+            self.io.send(Call::Release(lease), deadline);
+        }
+    }
+
+    /// The handle's `resign()` (which already ended the term in [`Shared`]).
+    pub(super) fn resign(&mut self) {
+        let now = Instant::now();
+        self.no_campaign_before = now + self.config.retry_interval;
+        // Not the old renew schedule: campaign again once the cool-down is over.
+        self.next_action = self.no_campaign_before;
+        if let Phase::Following { campaign: Some(c) } = &mut self.phase {
+            c.discard = true;
+        }
+        self.step_down(LostReason::Resigned, true);
+    }
+
+    /// Shuts down: steps down and releases, retries the unreleased, withdraws from the
+    /// group's queue, and answers `reply` once those calls are answered or after
+    /// [`Config::shutdown_wait`]. A second shutdown is answered `Ok(())` at once.
+    pub(super) fn begin_stop(&mut self, reply: Sender<Result<()>>) {
+        if self.is_stopping() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.step_down(LostReason::ShutDown, true);
+        for lease in std::mem::take(&mut self.unreleased) {
+            self.io.send(
+                Call::Release(lease),
+                Instant::now() + self.config.heartbeat_interval,
+            );
+        }
+        let withdraw = Call::Withdraw(
+            self.config.group.clone(),
+            self.config.participant_id.clone(),
+        );
+        self.io
+            .send(withdraw, Instant::now() + self.config.heartbeat_interval);
+        let give_up_at = Instant::now() + self.config.shutdown_wait();
+        // After the step-down, a follower's phase: carry its campaign over, discarded.
+        let campaign = match std::mem::replace(&mut self.phase, Phase::Following { campaign: None })
+        {
+            Phase::Following { campaign } => campaign.map(|c| Campaign { discard: true, ..c }),
+            Phase::Leading { .. } | Phase::Stopping { .. } => None,
+        };
+        self.phase = Phase::Stopping {
+            reply,
+            give_up_at,
+            release_error: None,
+            campaign,
+        };
+    }
+
+    /// The soonest a wake-up may trigger a campaign after the previous one, so followers whose
+    /// campaigns wake each other cannot hammer the backend.
+    fn wake_floor(&self) -> Instant {
+        let gap = (self.config.retry_interval / 4).min(Duration::from_millis(50));
+        (self.last_campaign + gap).max(self.no_campaign_before)
+    }
+
+    /// The backend reported a change (a release, a leader gone): a follower campaigns soon.
+    pub(super) fn on_wakeup(&mut self) {
+        let floor = self.wake_floor();
+        if let Phase::Following { campaign } = &mut self.phase {
+            let now = Instant::now();
+            self.next_action = self.next_action.min(now.max(floor));
+            if let Some(c) = campaign {
+                c.woken = true;
+            }
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let factor = 1u32 << self.failures.min(3);
+        util::jitter(self.config.retry_interval * factor / 2, 0.5, 1.0)
+    }
+
+    /// The next poll of a follower: one retry interval, jittered down to half.
+    fn next_poll(&self, now: Instant) -> Instant {
+        now + util::jitter(self.config.retry_interval, 0.5, 1.0)
+    }
+
+    /// Ends the elector: closes the subscriptions and answers the shutdown, if any, with
+    /// [`Error::Timeout`] if it gave up with calls still out, else the last release error.
+    pub(super) fn finish(self) {
+        let (stopping, release_error) = match self.phase {
+            Phase::Stopping {
+                reply,
+                give_up_at,
+                release_error,
+                ..
+            } => (Some((reply, give_up_at)), release_error),
+            Phase::Following { .. } | Phase::Leading { .. } => (None, None),
+        };
+        let gave_up = self.io.outstanding() > 0
+            && stopping
+                .as_ref()
+                .is_some_and(|(_, give_up_at)| Instant::now() >= *give_up_at);
+        let result = if gave_up {
+            Err(Error::Timeout {
+                backend: self.backend,
+                operation: "release on shutdown",
+                timeout: self.config.shutdown_wait(),
+            })
+        } else {
+            release_error.map_or(Ok(()), Err)
+        };
+        self.shared.close();
+        log::debug!(
+            "leader election {:?}: {} stopped",
+            self.config.group,
+            self.config.participant_id
+        );
+        if let Some((reply, _)) = stopping {
+            let _ = reply.send(result);
+        }
+    }
+}

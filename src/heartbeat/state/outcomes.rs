@@ -1,0 +1,207 @@
+//! How the state machine takes each answer from the I/O thread: a campaign's result (adopt
+//! the lease, or release it, or note the leader), a renew's (extend the deadline, or step
+//! down), a failed release (retry it later, or report it on shutdown), a watch's. Every
+//! answer first ends a term whose deadline has passed, so a late one cannot revive it.
+
+use std::time::Instant;
+
+use super::{Campaign, Machine, Phase, WatchState};
+use crate::change::LostReason;
+use crate::error::{Error, Result};
+use crate::heartbeat::io::{Call, Outcome};
+use crate::lease::{Acquisition, Lease, Renewal};
+
+impl Machine {
+    /// The campaign with this id, taken out of the phase (it is answered).
+    fn take_campaign(&mut self, id: u64) -> Option<Campaign> {
+        match &mut self.phase {
+            Phase::Following { campaign } | Phase::Stopping { campaign, .. }
+                if campaign.as_ref().is_some_and(|c| c.id == id) =>
+            {
+                campaign.take()
+            }
+            _ => None,
+        }
+    }
+
+    /// The send time of the renew with this id, taken out of the phase (it is answered).
+    fn take_renew(&mut self, id: u64) -> Option<Instant> {
+        match &mut self.phase {
+            Phase::Leading { renew, .. } if renew.is_some_and(|(r, _)| r == id) => {
+                renew.take().map(|(_, sent)| sent)
+            }
+            _ => None,
+        }
+    }
+
+    /// An answer from the I/O thread.
+    pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome) {
+        self.io.answered();
+        let now = Instant::now();
+        // A result arriving after the deadline must not revive the term.
+        self.check_deadline(now);
+        match outcome {
+            Outcome::Acquire(result) => {
+                let Some(c) = self.take_campaign(id) else {
+                    return;
+                };
+                self.on_acquire(c, result, now);
+            }
+            Outcome::Renew(result) => {
+                // None if stepped down meanwhile; the release queued then follows this call.
+                let Some(sent) = self.take_renew(id) else {
+                    return;
+                };
+                self.on_renew(sent, result, now);
+            }
+            Outcome::Release(Ok(()), _) => {}
+            Outcome::Release(Err(e), lease) => self.on_release_failed(e, lease, now),
+            Outcome::Watch(Ok(guard)) => {
+                self._watch_guard = guard;
+                self.watch = WatchState::Done;
+            }
+            Outcome::Watch(Err(e)) => {
+                log::warn!(
+                    "leader election {:?}: watching for changes failed (polling meanwhile): {}",
+                    self.config.group,
+                    e.report()
+                );
+                self.watch = WatchState::Retry(now + self.config.retry_interval * 4);
+            }
+        }
+    }
+
+    fn on_acquire(&mut self, c: Campaign, result: Result<Acquisition>, now: Instant) {
+        let following = matches!(self.phase, Phase::Following { .. });
+        match result {
+            Ok(Acquisition::Acquired(lease)) => {
+                self.failures = 0;
+                let deadline = c.sent + self.config.validity();
+                // Not discarded, not stopping, still a follower, before the deadline, and no
+                // resign since it was sent.
+                let adopted = !c.discard
+                    && following
+                    && now < deadline
+                    && self.shared.acquired(lease.info.clone(), deadline, c.epoch);
+                if !adopted {
+                    log::debug!(
+                        "leader election {:?}: releasing a lease acquired too late to use",
+                        self.config.group
+                    );
+                    self.io
+                        .send(Call::Release(lease), now + self.config.heartbeat_interval);
+                    self.next_action = self.next_poll(now);
+                    return;
+                }
+                log::info!(
+                    "leader election {:?}: {} is leader (token {})",
+                    self.config.group,
+                    self.config.participant_id,
+                    lease.fencing_token()
+                );
+                self.phase = Phase::Leading {
+                    lease,
+                    deadline,
+                    renew: None,
+                };
+                self.next_action = c.sent + self.config.heartbeat_interval;
+            }
+            Ok(Acquisition::Held(leader)) => {
+                self.failures = 0;
+                if following {
+                    self.shared.observe(leader);
+                }
+                self.next_action = if c.woken {
+                    now.max(self.wake_floor())
+                } else {
+                    self.next_poll(now)
+                };
+            }
+            Err(e) => {
+                self.log_error("campaign", &e);
+                self.next_action = now + self.backoff();
+            }
+        }
+    }
+
+    fn on_renew(&mut self, sent: Instant, result: Result<Renewal>, now: Instant) {
+        let Phase::Leading {
+            lease, deadline, ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        match result {
+            Ok(Renewal::Renewed) => {
+                self.failures = 0;
+                let new_deadline = sent + self.config.validity();
+                if new_deadline > *deadline {
+                    *deadline = new_deadline;
+                    self.shared.extend(lease.fencing_token(), new_deadline);
+                }
+                self.next_action = sent + self.config.heartbeat_interval;
+                log::trace!("leader election {:?}: renewed", self.config.group);
+            }
+            Ok(Renewal::Lost(leader)) => {
+                // Release anyway: it frees whatever the provider still keeps for this term.
+                self.step_down(LostReason::Superseded, true);
+                self.shared.observe(leader);
+                self.next_action = self.next_poll(now);
+            }
+            Err(e) => {
+                self.log_error("renew", &e);
+                self.failures = self.failures.saturating_add(1);
+                self.next_action = now
+                    + self
+                        .config
+                        .retry_interval
+                        .min(self.config.heartbeat_interval)
+                        / 2;
+            }
+        }
+    }
+
+    fn on_release_failed(&mut self, e: Error, lease: Option<Lease>, now: Instant) {
+        if let Phase::Stopping { release_error, .. } = &mut self.phase {
+            log::warn!(
+                "leader election {:?}: releasing on shutdown failed (the lease will expire): {}",
+                self.config.group,
+                e.report()
+            );
+            *release_error = Some(e);
+        } else if let (Some(lease), true) = (lease, e.is_transient()) {
+            // Retry before the next campaign: until released, a backend that keeps a place
+            // per participant (ZooKeeper) holds the group for this term.
+            log::warn!(
+                "leader election {:?}: releasing the lease failed, will retry: {}",
+                self.config.group,
+                e.report()
+            );
+            if self.unreleased.len() >= 8 {
+                self.unreleased.remove(0);
+            }
+            self.unreleased.push(lease);
+            self.next_action = self.next_action.max(now + self.backoff());
+        } else {
+            log::warn!(
+                "leader election {:?}: releasing the lease failed (it will expire): {}",
+                self.config.group,
+                e.report()
+            );
+        }
+    }
+
+    fn log_error(&self, what: &str, e: &Error) {
+        let level = if e.is_transient() {
+            log::Level::Warn
+        } else {
+            log::Level::Error
+        };
+        log::log!(
+            level,
+            "leader election {:?}: {what} failed, will retry: {}",
+            self.config.group,
+            e.report()
+        );
+    }
+}
