@@ -9,6 +9,11 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+// Shared by several backends: a build with only some of them leaves parts of it unused.
+#[cfg_attr(
+    not(all(feature = "postgres", feature = "redis", feature = "zookeeper")),
+    allow(dead_code)
+)]
 pub(crate) mod support;
 #[cfg(feature = "zookeeper")]
 pub(crate) mod zookeeper;
