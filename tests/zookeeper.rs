@@ -40,7 +40,7 @@ fn shared() -> ZkHarness {
 
 leader_election::conformance_tests!(conformance, super::shared());
 
-fn elector(p: ZooKeeperProvider, group: &str, id: &str) -> Elector {
+fn elector(p: impl Provider, group: &str, id: &str) -> Elector {
     Elector::builder(p)
         .group(group)
         .participant_id(id)
@@ -276,4 +276,57 @@ fn renews_do_not_wake_the_waiting_follower() {
         "the follower campaigned {campaigns} times in 3 s: renews are waking it"
     );
     assert!(a.is_leader() && !b.is_leader());
+}
+
+#[test]
+fn an_overrun_on_a_shared_provider_never_ends_another_electors_lease() {
+    let zk = PrivateZooKeeper::start();
+    let opts = options(&zk.hosts());
+    // One provider shared by two electors of this process, and one for "another process".
+    let shared = std::sync::Arc::new(ZooKeeperProvider::new(opts.clone()).unwrap());
+    let other = std::sync::Arc::new(ZooKeeperProvider::new(opts).unwrap());
+    let builder = |p: &std::sync::Arc<ZooKeeperProvider>, group: &str, id: &str| {
+        Elector::builder(p.clone())
+            .group(group)
+            .participant_id(id)
+            .lease_ttl(Duration::from_secs(4))
+            .safety_margin(Duration::from_millis(400))
+    };
+    // B leads "kept" on the shared provider and renews rarely.
+    let b = builder(&shared, "kept", "b")
+        .heartbeat_interval(Duration::from_millis(1500))
+        .retry_interval(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    common::wait_acquired(&b.subscribe(), Duration::from_secs(20));
+    // C, in the other process, waits for "kept" behind B (woken by its predecessor watch).
+    let c = elector(other.clone(), "kept", "c");
+    let c_acquired = c.subscribe_filtered(EventKinds::ACQUIRED);
+    // X leads "busy" elsewhere; W campaigns for it on the shared provider with 100 ms calls.
+    let x = elector(other.clone(), "busy", "x");
+    common::wait_acquired(&x.subscribe(), Duration::from_secs(20));
+    let w = builder(&shared, "busy", "w")
+        .heartbeat_interval(Duration::from_millis(100))
+        .retry_interval(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A frozen server makes W's campaign overrun its deadline on the shared session.
+    zk.freeze();
+    std::thread::sleep(Duration::from_millis(800));
+    zk.thaw();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if c_acquired.recv_timeout(Duration::from_millis(20)).is_ok() {
+            assert!(
+                !b.is_leader(),
+                "C took \"kept\" while B, on the shared provider, still believed it led"
+            );
+        }
+    }
+    assert!(
+        b.is_leader(),
+        "B lost \"kept\" although its session was never lost"
+    );
+    drop((w, x, c));
 }

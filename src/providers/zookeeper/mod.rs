@@ -211,6 +211,7 @@ impl Provider for ZooKeeperProvider {
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
+        let sent = Instant::now();
         validate::group(&request.group)?;
         self.capabilities().check_lease_ttl(BACKEND, request.ttl)?;
         let session = self.session(deadline)?;
@@ -249,6 +250,7 @@ impl Provider for ZooKeeperProvider {
                 _ => return Ok(Acquisition::Held(None)),
             }
             drop(nodes);
+            session.protect(sent + request.ttl);
             return Ok(Acquisition::Acquired(Lease::new(
                 self_info(),
                 request.ttl,
@@ -266,6 +268,7 @@ impl Provider for ZooKeeperProvider {
     }
 
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
+        let sent = Instant::now();
         let key = (lease.info.group.clone(), lease.info.participant_id.clone());
         let node = self.nodes.lock().get(&key).cloned();
         let Some(node) = node.filter(|n| {
@@ -280,6 +283,7 @@ impl Provider for ZooKeeperProvider {
         if node.generation == session.generation
             && self.confirm(&session, &lease.info.group, &node, deadline)?
         {
+            session.protect(sent + lease.ttl);
             Ok(Renewal::Renewed)
         } else {
             Ok(Renewal::Lost(None))

@@ -38,9 +38,31 @@ pub(super) struct Session {
     pub(super) wedged: AtomicBool,
     /// Since when every call failed with a connection loss (none: the last call got through).
     pub(super) losing_since: Mutex<Option<Instant>>,
+    /// The latest `sent + ttl` of a lease confirmed on this session. Closing the session deletes
+    /// its nodes at once, so until then it is never closed on this provider's own suspicion
+    /// (a wedged call): an elector sharing the provider may lead on one of its nodes.
+    pub(super) protected_until: Mutex<Option<Instant>>,
 }
 
 impl Session {
+    /// Keeps the session open until at least `until` (a confirmed lease's `sent + ttl`).
+    pub(super) fn protect(&self, until: Instant) {
+        let mut p = self.protected_until.lock();
+        *p = Some(p.map_or(until, |t| t.max(until)));
+    }
+
+    /// Whether a lease confirmed on this session may still be in force.
+    pub(super) fn protected(&self) -> bool {
+        self.protected_until
+            .lock()
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether the crate itself reports the session over (closed or refused).
+    pub(super) fn closed(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == STATE_CLOSED
+    }
+
     pub(super) fn usable(&self) -> bool {
         !self.wedged.load(Ordering::SeqCst)
             && matches!(
@@ -68,6 +90,10 @@ impl ZooKeeperProvider {
                 .ok_or_else(|| self.timeout("connect"))?;
             match slot.as_ref() {
                 Some(s) if s.usable() => s.clone(),
+                // Wedged by our own suspicion, but a lease of an elector sharing this provider
+                // may rest on it: closing it would delete that leader's node while it still
+                // believes it leads. Keep using it until no such lease can be in force.
+                Some(s) if !s.closed() && s.protected() => s.clone(),
                 _ => {
                     // The old session is over: close its client off this thread (closing a
                     // disconnected client blocks until the crate gives up on it).
@@ -186,6 +212,7 @@ impl ZooKeeperProvider {
             jobs,
             wedged: AtomicBool::new(false),
             losing_since: Mutex::new(None),
+            protected_until: Mutex::new(None),
         };
         let wait_until = (Instant::now() + self.options.connect_timeout).min(deadline);
         while session.state.load(Ordering::SeqCst) != STATE_CONNECTED {
@@ -269,6 +296,10 @@ impl ZooKeeperProvider {
                 }
                 other => {
                     *session.losing_since.lock() = None;
+                    if other.is_ok() {
+                        // It answers: whatever made a call overrun has passed.
+                        session.wedged.store(false, Ordering::SeqCst);
+                    }
                     return other.map_err(|e| map_err(operation, e));
                 }
             }
