@@ -31,6 +31,14 @@ const BACKEND: &str = "file";
 /// in one process conflict exactly as two processes would. One provider value holds at most
 /// one lease per group.
 ///
+/// **The directory must be the service's own.** Whoever can delete `G.lock` can let a second
+/// participant lock a fresh file at that path while the leader still believes it leads (it
+/// notices at its next renew). So [`FileProvider::new`] creates the directory with owner-only
+/// permissions (`0700` on Unix) and refuses an existing one that every user may write (such
+/// as `/tmp` itself — use a directory of your own below it), and each renew refreshes the
+/// modification time of the lock and record files so that age-based temp cleaners
+/// (systemd-tmpfiles, tmpreaper) leave them alone. Keep other tools out of the directory.
+///
 /// **Not supported:** network file systems (NFS, SMB, most FUSE mounts), whose lock semantics
 /// and failure modes differ. Local file operations are not bounded by the call deadline.
 ///
@@ -57,11 +65,13 @@ struct Held {
 }
 
 impl FileProvider {
-    /// A provider using `dir`, which is created if missing.
+    /// A provider using `dir`, which is created if missing (owner-only on Unix). Fails with
+    /// [`Error::InvalidConfig`] if `dir` is writable by every user.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
+        create_private_dir(&dir)
             .map_err(|e| Error::io(format!("creating directory {}", dir.display()), e))?;
+        check_not_world_writable(&dir)?;
         Ok(FileProvider {
             dir,
             held: Mutex::new(HashMap::new()),
@@ -159,10 +169,57 @@ impl FileProvider {
         }
     }
 
+    /// Sets the modification time of the group's lock and record files to now, so that
+    /// age-based temp cleaners skip them. Best effort: a failure is logged, not fatal.
+    fn refresh(&self, group: &str, lock: &File) {
+        let now = std::time::SystemTime::now();
+        let record = OpenOptions::new()
+            .write(true)
+            .open(self.record_path(group))
+            .and_then(|f| f.set_modified(now));
+        if let Err(e) = lock.set_modified(now).and(record) {
+            log::debug!("file provider: refreshing the files of group {group:?} failed: {e}");
+        }
+    }
+
     #[cfg(not(unix))]
     fn still_linked(&self, group: &str, _file: &File) -> Result<bool> {
         Ok(self.lock_path(group).exists())
     }
+}
+
+/// Creates `dir` and its missing parents; on Unix, the directories it creates are owner-only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Refuses a directory every user may write: anyone could delete a lock file there.
+#[cfg(unix)]
+fn check_not_world_writable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("inspecting directory {}", dir.display()), e))?;
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(Error::config(
+            "dir",
+            format!(
+                "{} is writable by every user, who could delete a lock file and lead alongside \
+                 the leader; use a directory only the service's user can write (e.g. one of \
+                 your own inside it)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_not_world_writable(_dir: &Path) -> Result<()> {
+    Ok(())
 }
 
 impl std::fmt::Debug for FileProvider {
@@ -199,7 +256,18 @@ impl Provider for FileProvider {
         }
         // We hold the lock: no other participant can write the record now.
         let last = self.read_record(&request.group)?;
-        let token = last.map_or(0, |l| l.fencing_token) + 1;
+        let token = match last {
+            None => 1,
+            Some(l) => l
+                .fencing_token
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt {
+                    backend: BACKEND,
+                    group: request.group.clone(),
+                    detail: "the record's fencing token is at its maximum; no higher one exists"
+                        .into(),
+                })?,
+        };
         let info = LeaderInfo::new(
             &request.group,
             &request.participant_id,
@@ -231,6 +299,7 @@ impl Provider for FileProvider {
                     && h.participant_id == lease.info.participant_id =>
             {
                 if self.still_linked(group, &h.file)? {
+                    self.refresh(group, &h.file);
                     Ok(Renewal::Renewed)
                 } else {
                     log::warn!(
@@ -321,6 +390,61 @@ mod tests {
     fn corrupt_record_is_an_error_not_a_token_reset() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("g.leader"), "garbage").unwrap();
+        let p = FileProvider::new(dir.path()).unwrap();
+        let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+        let e = p.try_acquire(&req, deadline()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directories_are_private_and_shared_ones_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("a/b");
+        FileProvider::new(&mine).unwrap();
+        let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = FileProvider::new(&shared).unwrap_err().to_string();
+        assert!(e.contains("writable by every user"), "{e}");
+    }
+
+    #[test]
+    fn renew_keeps_the_files_fresh_for_temp_cleaners() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FileProvider::new(dir.path()).unwrap();
+        let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+        let Acquisition::Acquired(l) = p.try_acquire(&req, deadline()).unwrap() else {
+            panic!("not acquired")
+        };
+        let old = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+        for f in ["g.lock", "g.leader"] {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(dir.path().join(f))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        assert_eq!(p.renew(&l, deadline()).unwrap(), Renewal::Renewed);
+        for f in ["g.lock", "g.leader"] {
+            let age = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .modified()
+                .unwrap()
+                .elapsed()
+                .unwrap_or_default();
+            assert!(age < Duration::from_secs(3600), "{f} is {age:?} old");
+        }
+    }
+
+    #[test]
+    fn a_token_at_its_maximum_is_an_error_not_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = format!(r#"{{"id":"x","token":{},"since":0}}"#, u64::MAX);
+        std::fs::write(dir.path().join("g.leader"), rec).unwrap();
         let p = FileProvider::new(dir.path()).unwrap();
         let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
         let e = p.try_acquire(&req, deadline()).unwrap_err();
