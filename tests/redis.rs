@@ -62,7 +62,9 @@ fn tokens_keep_rising_after_redis_loses_its_data() {
     // A restart without persistence: every key, the token counter included, is gone.
     server.stop_server();
     server.start_server();
-    let Acquisition::Acquired(second) = acquire(&p, "g", "b") else {
+    // A participant that saw nothing before (a new process) may take it at once.
+    let fresh = RedisProvider::new(RedisOptions::new(server.url())).unwrap();
+    let Acquisition::Acquired(second) = acquire(&fresh, "g", "b") else {
         panic!("not acquired after the restart")
     };
     assert!(
@@ -76,6 +78,49 @@ fn tokens_keep_rising_after_redis_loses_its_data() {
         p.renew(&first, deadline()).unwrap(),
         leader_election::Renewal::Lost(_)
     ));
+}
+
+#[test]
+fn a_follower_that_saw_a_leader_waits_one_ttl_after_the_data_is_lost() {
+    let server = PrivateRedis::start(&[]);
+    let (a, b) = (
+        RedisProvider::new(RedisOptions::new(server.url())).unwrap(),
+        RedisProvider::new(RedisOptions::new(server.url())).unwrap(),
+    );
+    let ttl = Duration::from_secs(2);
+    let req = |who: &str| AcquireRequest::new("flushed", who, ttl);
+    let Acquisition::Acquired(lease) = a.try_acquire(&req("a"), deadline()).unwrap() else {
+        panic!("a did not acquire")
+    };
+    assert!(matches!(
+        b.try_acquire(&req("b"), deadline()).unwrap(),
+        Acquisition::Held(Some(_))
+    ));
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut raw(&server.url()))
+        .unwrap();
+    let lost = Instant::now();
+    // a still believes it leads until its next renew; b must not take the group meanwhile.
+    assert!(matches!(
+        b.try_acquire(&req("b"), deadline()).unwrap(),
+        Acquisition::Held(None)
+    ));
+    assert!(matches!(
+        a.renew(&lease, deadline()).unwrap(),
+        leader_election::Renewal::Lost(_)
+    ));
+    let taken = loop {
+        match b.try_acquire(&req("b"), deadline()).unwrap() {
+            Acquisition::Acquired(l) => break l,
+            Acquisition::Held(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert!(
+        lost.elapsed() >= ttl,
+        "b took the group {:?} after the loss",
+        lost.elapsed()
+    );
+    assert!(taken.fencing_token() > lease.fencing_token());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The Redis provider: `SET NX PX` leases checked by Lua scripts, pub/sub hand-off.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -45,7 +46,12 @@ const RELEASE: &str = include_str!("release.lua");
 ///
 /// **Data loss.** If Redis loses its data (a restart without persistence, a flush), the old
 /// leader's next renew finds the key gone and it steps down — by its own deadline at the
-/// latest. Tokens never go backwards even then: each token is `max(previous + 1, server time
+/// latest, which is less than one TTL after the loss. So a provider that has seen the group's
+/// history (its token counter) and then finds it gone does not take the group for one TTL
+/// from that discovery: by then the old leader has stepped down. What remains: a participant
+/// that never saw the group before the loss (a new process) may take it at once, and the old
+/// leader may believe it leads until its next renew; fencing tokens still rise, so the systems
+/// the leaders write to can reject the old one. Tokens never go backwards even then: each token is `max(previous + 1, server time
 /// in µs)`, so after the counter is lost tokens continue from the server's clock, which is
 /// past every earlier token unless that clock was stepped back. The same holds for evictions.
 /// Failover to an asynchronously replicated replica can lose a recent acquisition: use one
@@ -75,6 +81,15 @@ pub struct RedisProvider {
     watchers: Watchers,
     listener: Listener,
     server: String,
+    /// Per group: whether this provider saw its history, and since when it found it gone.
+    history: Mutex<HashMap<String, History>>,
+}
+
+/// What this provider knows of a group's history (see "Data loss" above).
+#[derive(Default, Clone, Copy)]
+struct History {
+    seen: bool,
+    gone_since: Option<Instant>,
 }
 
 impl RedisProvider {
@@ -138,6 +153,7 @@ impl RedisProvider {
             watchers: Watchers::default(),
             listener: Listener::default(),
             server: describe(&options.url),
+            history: Mutex::new(HashMap::new()),
         };
         if options.fail_fast {
             let deadline = Instant::now() + options.connect_timeout + options.command_timeout;
@@ -308,14 +324,44 @@ impl Provider for RedisProvider {
             request.metadata.clone(),
         )
         .to_json();
+        let known = self
+            .history
+            .lock()
+            .get(&request.group)
+            .copied()
+            .unwrap_or_default();
+        let expect_history = match known.gone_since {
+            // Found gone less than one TTL ago: the old leader may still believe it leads.
+            Some(t) if t.elapsed() < request.ttl => return Ok(Acquisition::Held(None)),
+            Some(_) => false,
+            None => known.seen,
+        };
         let (acquired, value): (i64, String) = self.with_conn("acquire", deadline, |c| {
             self.acquire
                 .key(self.lease_key(&request.group))
                 .key(self.token_key(&request.group))
                 .arg(ttl_ms(request.ttl))
                 .arg(&record)
+                .arg(if expect_history { "1" } else { "0" })
                 .invoke(c)
         })?;
+        let mut history = self.history.lock();
+        let entry = history.entry(request.group.clone()).or_default();
+        if acquired == 2 {
+            log::warn!(
+                "redis: the history of group {:?} is gone (Redis lost its data?); not taking it \
+                 for one lease TTL ({:?}) so that the old leader has stepped down",
+                request.group,
+                request.ttl
+            );
+            entry.gone_since = Some(Instant::now());
+            return Ok(Acquisition::Held(None));
+        }
+        *entry = History {
+            seen: true,
+            gone_since: None,
+        };
+        drop(history);
         let info = self.parse(&request.group, &value)?;
         if acquired == 1 {
             Ok(Acquisition::Acquired(Lease::new(info, request.ttl, value)))
