@@ -247,7 +247,9 @@ impl Elector {
     /// it leads: the send time of its last confirmed renew + TTL − safety margin. Leader work
     /// that must not overlap another leader's should finish before it.
     pub fn leader_deadline(&self) -> Option<Instant> {
-        self.shared.term().map(|(_, deadline)| deadline)
+        self.shared
+            .term()
+            .map(|(_, deadline)| self.shared.clock().instant_at(deadline))
     }
 
     /// A stream of every change, starting with the current state.
@@ -412,6 +414,24 @@ mod tests {
         send_sync::<crate::Changes>();
         send_sync::<crate::Error>();
         send_sync::<crate::FaultyProvider<MemoryProvider>>();
+    }
+
+    #[test]
+    fn a_suspended_machine_is_not_leader_on_resume() {
+        use crate::ChangesExt;
+        let e = builder()
+            .lease_ttl(Duration::from_secs(30))
+            .heartbeat_interval(Duration::from_secs(10))
+            .start()
+            .unwrap();
+        e.subscribe().take_until_leader().for_each(drop);
+        assert!(e.is_leader());
+        // The machine sleeps for a minute: the backend's lease ran out meanwhile. The monotonic
+        // clock did not move, the suspend-counting clock did.
+        e.shared.clock().skip(Duration::from_secs(60));
+        assert!(!e.is_leader());
+        assert_eq!(e.fencing_token(), None);
+        assert_eq!(e.leader_deadline(), None);
     }
 
     #[test]

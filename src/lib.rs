@@ -73,6 +73,7 @@ mod adapters;
 mod capabilities;
 mod change;
 mod changes;
+mod clock;
 mod config;
 mod connect;
 mod elector;

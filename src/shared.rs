@@ -1,8 +1,8 @@
 //! State shared between an [`crate::Elector`] handle and its heartbeat thread: the current
 //! term with its local deadline, the last observed leader, and the subscribers.
 
+use crate::clock::{Clock, Moment};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -14,7 +14,7 @@ use crate::lease::LeaderInfo;
 #[derive(Default)]
 struct State {
     /// Our current term and the local deadline until which it is valid.
-    term: Option<(LeaderInfo, Instant)>,
+    term: Option<(LeaderInfo, Moment)>,
     /// The leader last observed while following.
     observed: Option<LeaderInfo>,
     subscribers: Vec<(EventKinds, Sender<LeadershipChange>)>,
@@ -27,14 +27,23 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Bumped by every `resign()`: an acquisition sent before it must not be adopted.
     resign_epoch: AtomicU64,
+    /// The clock of the term's deadline (it counts time the machine was suspended).
+    clock: Clock,
 }
 
 impl Shared {
+    /// The elector's clock.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Our term, if its deadline has not passed.
-    pub(crate) fn term(&self) -> Option<(LeaderInfo, Instant)> {
+    pub(crate) fn term(&self) -> Option<(LeaderInfo, Moment)> {
         let state = self.state.lock();
         match &state.term {
-            Some((info, deadline)) if Instant::now() < *deadline => Some((info.clone(), *deadline)),
+            Some((info, deadline)) if self.clock.now() < *deadline => {
+                Some((info.clone(), *deadline))
+            }
             _ => None,
         }
     }
@@ -45,7 +54,7 @@ impl Shared {
 
     /// Begins a term and tells subscribers — unless a `resign()` happened since `epoch`, in
     /// which case it returns `false` and changes nothing.
-    pub(crate) fn acquired(&self, info: LeaderInfo, deadline: Instant, epoch: u64) -> bool {
+    pub(crate) fn acquired(&self, info: LeaderInfo, deadline: Moment, epoch: u64) -> bool {
         let mut state = self.state.lock();
         if self.resign_epoch.load(Ordering::SeqCst) != epoch {
             return false;
@@ -61,12 +70,12 @@ impl Shared {
     }
 
     /// Moves the current term's deadline (after a confirmed renew).
-    pub(crate) fn extend(&self, token: u64, deadline: Instant) {
+    pub(crate) fn extend(&self, token: u64, deadline: Moment) {
         let mut state = self.state.lock();
         // A term whose deadline passed stays ended, whatever arrives late.
         if let Some((info, d)) = &mut state.term
             && info.fencing_token == token
-            && Instant::now() < *d
+            && self.clock.now() < *d
         {
             *d = deadline;
         }
@@ -114,7 +123,7 @@ impl Shared {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut state = self.state.lock();
         if !state.closed {
-            let now = Instant::now();
+            let now = self.clock.now();
             let first = match (&state.term, &state.observed) {
                 (Some((info, deadline)), _) if now < *deadline => {
                     Some(LeadershipChange::Acquired {

@@ -10,6 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::clock::{Clock, Moment};
+
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
@@ -55,12 +57,15 @@ pub(super) struct IoLink {
     outstanding: usize,
     /// The I/O thread is gone.
     dead: bool,
+    /// Turns the machine's deadlines into the `Instant`s providers take.
+    clock: Clock,
 }
 
 impl IoLink {
     /// Queues `call` and returns its id (an id even if the queue is closed, which marks the
     /// link dead).
-    pub(super) fn send(&mut self, call: Call, deadline: Instant) -> u64 {
+    pub(super) fn send(&mut self, call: Call, deadline: Moment) -> u64 {
+        let deadline = self.clock.instant_at(deadline);
         self.next_id += 1;
         let id = self.next_id;
         if self.jobs.send(Job { id, call, deadline }).is_ok() {
@@ -100,6 +105,7 @@ impl IoLink {
 /// Spawns the I/O thread (named `le-io-{short}`) for `provider`.
 pub(super) fn spawn(
     provider: Arc<dyn Provider>,
+    clock: Clock,
     group: &str,
     short: &str,
 ) -> Result<(IoLink, Outcomes)> {
@@ -110,6 +116,7 @@ pub(super) fn spawn(
         .spawn(move || io_loop(&*provider, job_rx, out_tx))
         .map_err(|e| Error::io("spawning the elector's I/O thread", e))?;
     let link = IoLink {
+        clock,
         jobs: job_tx,
         group: group.to_owned(),
         next_id: 0,

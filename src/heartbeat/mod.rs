@@ -13,7 +13,6 @@ mod state;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -49,7 +48,12 @@ impl HeartbeatHandle {
     ) -> Result<Self> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let short: String = config.group.chars().take(8).collect();
-        let (link, outcomes) = io::spawn(provider.clone(), &config.group, &short)?;
+        let (link, outcomes) = io::spawn(
+            provider.clone(),
+            shared.clock().clone(),
+            &config.group,
+            &short,
+        )?;
         let (wakeup, wake_rx) = Wakeup::channel();
         let machine = Machine::new(provider.name(), config, shared, link, wakeup);
         let thread = std::thread::Builder::new()
@@ -117,8 +121,8 @@ fn run(
         machine.config().participant_id,
         machine.backend()
     );
-    while machine.turn(Instant::now()) {
-        let timeout = machine.wake_at().saturating_duration_since(Instant::now());
+    while machine.turn(machine.now()) {
+        let timeout = machine.wake_at().saturating_duration_since(machine.now());
         select! {
             recv(commands) -> cmd => match cmd {
                 Ok(Command::Resign) => machine.resign(),

@@ -12,12 +12,13 @@
 //! if nothing — resign, shutdown, the deadline — overtook the campaign; else it is released.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use super::io::{Call, IoLink};
 use crate::change::{LeadershipChange, LostReason};
+use crate::clock::Moment;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Lease};
@@ -38,14 +39,14 @@ enum Phase {
     Leading {
         lease: Lease,
         /// Local deadline: send time of the last confirmed renew (or acquire) + TTL − margin.
-        deadline: Instant,
+        deadline: Moment,
         /// The renew out at the I/O thread, if any: its id and send time.
-        renew: Option<(u64, Instant)>,
+        renew: Option<(u64, Moment)>,
     },
     /// Shut down: sends nothing new, waits for the calls out until `give_up_at`. Final.
     Stopping {
         reply: Sender<Result<()>>,
-        give_up_at: Instant,
+        give_up_at: Moment,
         /// The last failed release or withdrawal, for the reply.
         release_error: Option<Error>,
         /// A campaign sent before the shutdown (discarded: a lease it wins is released).
@@ -56,7 +57,7 @@ enum Phase {
 /// A campaign (acquire call) out at the I/O thread.
 struct Campaign {
     id: u64,
-    sent: Instant,
+    sent: Moment,
     /// `Shared::resign_epoch` when sent: an acquire that a resign overtook is not adopted.
     epoch: u64,
     /// Sent before a resign or shutdown: its lease is released, not used.
@@ -70,7 +71,7 @@ struct Campaign {
 enum WatchState {
     Pending,
     Requested,
-    Retry(Instant),
+    Retry(Moment),
     Done,
 }
 
@@ -82,11 +83,11 @@ pub(super) struct Machine {
     io: IoLink,
     phase: Phase,
     /// When to campaign (follower) or renew (leader) next.
-    next_action: Instant,
+    next_action: Moment,
     /// After a resign (or a retried release), no campaign before this.
-    no_campaign_before: Instant,
+    no_campaign_before: Moment,
     /// When the last campaign was sent (for the wake-up rate limit).
-    last_campaign: Instant,
+    last_campaign: Moment,
     /// Consecutive failed calls, for back-off.
     failures: u32,
     watch: WatchState,
@@ -106,7 +107,7 @@ impl Machine {
         io: IoLink,
         wakeup: Wakeup,
     ) -> Self {
-        let now = Instant::now();
+        let now = shared.clock().now();
         Machine {
             backend,
             config,
@@ -124,6 +125,11 @@ impl Machine {
         }
     }
 
+    /// Now, on the elector's suspend-counting clock.
+    pub(super) fn now(&self) -> Moment {
+        self.shared.clock().now()
+    }
+
     pub(super) fn config(&self) -> &Config {
         &self.config
     }
@@ -139,7 +145,7 @@ impl Machine {
     /// One turn of the heartbeat loop: ends a term whose deadline passed, then starts the
     /// calls that are due. Returns `false` when the thread should stop: the I/O thread is
     /// gone, or a shutdown has no call left out (or gave up waiting).
-    pub(super) fn turn(&mut self, now: Instant) -> bool {
+    pub(super) fn turn(&mut self, now: Moment) -> bool {
         self.check_deadline(now);
         if self.io.is_dead() {
             self.step_down(LostReason::ShutDown, false);
@@ -153,8 +159,8 @@ impl Machine {
     }
 
     /// When the loop must wake up even if nothing arrives.
-    pub(super) fn wake_at(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+    pub(super) fn wake_at(&self) -> Moment {
+        let far = self.now() + Duration::from_secs(3600);
         let mut at = far;
         match &self.phase {
             Phase::Leading { deadline, .. } => at = at.min(*deadline),
@@ -175,7 +181,7 @@ impl Machine {
         self.io.set_dead();
     }
 
-    fn start_calls(&mut self, now: Instant) {
+    fn start_calls(&mut self, now: Moment) {
         if self.io.outstanding() > 0 {
             return;
         }
@@ -240,7 +246,7 @@ impl Machine {
         }
     }
 
-    fn check_deadline(&mut self, now: Instant) {
+    fn check_deadline(&mut self, now: Moment) {
         if matches!(&self.phase, Phase::Leading { deadline, .. } if now >= *deadline) {
             self.step_down(LostReason::DeadlinePassed, true);
             self.next_action = now;
@@ -274,14 +280,14 @@ impl Machine {
             lease.fencing_token()
         );
         if release {
-            let deadline = Instant::now() + self.config.heartbeat_interval;
+            let deadline = self.now() + self.config.heartbeat_interval;
             self.io.send(Call::Release(lease), deadline);
         }
     }
 
     /// The handle's `resign()` (which already ended the term in [`Shared`]).
     pub(super) fn resign(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         self.no_campaign_before = now + self.config.retry_interval;
         // Not the old renew schedule: campaign again once the cool-down is over.
         self.next_action = self.no_campaign_before;
@@ -303,7 +309,7 @@ impl Machine {
         for lease in std::mem::take(&mut self.unreleased) {
             self.io.send(
                 Call::Release(lease),
-                Instant::now() + self.config.heartbeat_interval,
+                self.now() + self.config.heartbeat_interval,
             );
         }
         let withdraw = Call::Withdraw(
@@ -311,8 +317,8 @@ impl Machine {
             self.config.participant_id.clone(),
         );
         self.io
-            .send(withdraw, Instant::now() + self.config.heartbeat_interval);
-        let give_up_at = Instant::now() + self.config.shutdown_wait();
+            .send(withdraw, self.now() + self.config.heartbeat_interval);
+        let give_up_at = self.now() + self.config.shutdown_wait();
         // After the step-down, a follower's phase: carry its campaign over, discarded.
         let campaign = match std::mem::replace(&mut self.phase, Phase::Following { campaign: None })
         {
@@ -329,7 +335,7 @@ impl Machine {
 
     /// The soonest a wake-up may trigger a campaign after the previous one, so followers whose
     /// campaigns wake each other cannot hammer the backend.
-    fn wake_floor(&self) -> Instant {
+    fn wake_floor(&self) -> Moment {
         let gap = (self.config.retry_interval / 4).min(Duration::from_millis(50));
         (self.last_campaign + gap).max(self.no_campaign_before)
     }
@@ -337,8 +343,8 @@ impl Machine {
     /// The backend reported a change (a release, a leader gone): a follower campaigns soon.
     pub(super) fn on_wakeup(&mut self) {
         let floor = self.wake_floor();
+        let now = self.now();
         if let Phase::Following { campaign } = &mut self.phase {
-            let now = Instant::now();
             self.next_action = self.next_action.min(now.max(floor));
             if let Some(c) = campaign {
                 c.woken = true;
@@ -353,13 +359,14 @@ impl Machine {
     }
 
     /// The next poll of a follower: one retry interval, jittered down to half.
-    fn next_poll(&self, now: Instant) -> Instant {
+    fn next_poll(&self, now: Moment) -> Moment {
         now + util::jitter(self.config.retry_interval, 0.5, 1.0)
     }
 
     /// Ends the elector: closes the subscriptions and answers the shutdown, if any, with
     /// [`Error::Timeout`] if it gave up with calls still out, else the last release error.
     pub(super) fn finish(self) {
+        let now = self.now();
         let (stopping, release_error) = match self.phase {
             Phase::Stopping {
                 reply,
@@ -372,7 +379,7 @@ impl Machine {
         let gave_up = self.io.outstanding() > 0
             && stopping
                 .as_ref()
-                .is_some_and(|(_, give_up_at)| Instant::now() >= *give_up_at);
+                .is_some_and(|(_, give_up_at)| now >= *give_up_at);
         let result = if gave_up {
             Err(Error::Timeout {
                 backend: self.backend,

@@ -3,10 +3,9 @@
 //! down), a failed release (retry it later, or report it on shutdown), a watch's. Every
 //! answer first ends a term whose deadline has passed, so a late one cannot revive it.
 
-use std::time::Instant;
-
 use super::{Campaign, Machine, Phase, WatchState};
 use crate::change::LostReason;
+use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::heartbeat::io::{Call, Outcome};
 use crate::lease::{Acquisition, Lease, Renewal};
@@ -25,7 +24,7 @@ impl Machine {
     }
 
     /// The send time of the renew with this id, taken out of the phase (it is answered).
-    fn take_renew(&mut self, id: u64) -> Option<Instant> {
+    fn take_renew(&mut self, id: u64) -> Option<Moment> {
         match &mut self.phase {
             Phase::Leading { renew, .. } if renew.is_some_and(|(r, _)| r == id) => {
                 renew.take().map(|(_, sent)| sent)
@@ -37,7 +36,7 @@ impl Machine {
     /// An answer from the I/O thread.
     pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome) {
         self.io.answered();
-        let now = Instant::now();
+        let now = self.now();
         // A result arriving after the deadline must not revive the term.
         self.check_deadline(now);
         match outcome {
@@ -71,7 +70,7 @@ impl Machine {
         }
     }
 
-    fn on_acquire(&mut self, c: Campaign, result: Result<Acquisition>, now: Instant) {
+    fn on_acquire(&mut self, c: Campaign, result: Result<Acquisition>, now: Moment) {
         let following = matches!(self.phase, Phase::Following { .. });
         match result {
             Ok(Acquisition::Acquired(lease)) => {
@@ -124,7 +123,7 @@ impl Machine {
         }
     }
 
-    fn on_renew(&mut self, sent: Instant, result: Result<Renewal>, now: Instant) {
+    fn on_renew(&mut self, sent: Moment, result: Result<Renewal>, now: Moment) {
         let Phase::Leading {
             lease, deadline, ..
         } = &mut self.phase
@@ -161,7 +160,7 @@ impl Machine {
         }
     }
 
-    fn on_release_failed(&mut self, e: Error, lease: Option<Lease>, now: Instant) {
+    fn on_release_failed(&mut self, e: Error, lease: Option<Lease>, now: Moment) {
         if let Phase::Stopping { release_error, .. } = &mut self.phase {
             log::warn!(
                 "leader election {:?}: releasing on shutdown failed (the lease will expire): {}",
