@@ -11,7 +11,12 @@ pub(crate) mod postgres;
 pub(crate) mod redis;
 // Shared by several backends: a build with only some of them leaves parts of it unused.
 #[cfg_attr(
-    not(all(feature = "postgres", feature = "redis", feature = "zookeeper")),
+    not(all(
+        feature = "postgres",
+        feature = "redis",
+        feature = "zookeeper",
+        feature = "http"
+    )),
     allow(dead_code)
 )]
 pub(crate) mod support;

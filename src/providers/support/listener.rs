@@ -1,6 +1,6 @@
 //! The reconnect loop shared by the providers' background listeners (PostgreSQL LISTEN,
-//! Redis pub/sub): connect, subscribe, listen until the connection fails, back off, repeat,
-//! until the provider is dropped.
+//! Redis pub/sub, HTTP long polls and watch streams): connect, subscribe, listen until the
+//! connection fails, back off, repeat, until the provider is dropped.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -17,15 +17,40 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Tells a listener thread to end; cheap to clone.
 #[derive(Clone, Default)]
-pub(crate) struct Stop(Arc<AtomicBool>);
+pub(crate) struct Stop(Arc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    stopped: AtomicBool,
+    /// Run once by [`Stop::stop`]: they interrupt calls the thread is blocked in.
+    hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
 
 impl Stop {
     pub(crate) fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stopped.store(true, Ordering::SeqCst);
+        let hooks = std::mem::take(&mut *self.0.hooks.lock());
+        for hook in hooks {
+            hook();
+        }
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Runs `hook` when stopped (now, if already stopped): for a listener blocked in a call
+    /// that only closing its connection interrupts (an HTTP long poll or stream). Register
+    /// once per thread, not per connection: hooks are kept until the stop.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn on_stop(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut hooks = self.0.hooks.lock();
+        if self.is_stopped() {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(Box::new(hook));
+        }
     }
 
     /// Sleeps up to `d`, returning early once stopped.
@@ -40,8 +65,10 @@ impl Stop {
 /// A provider's listener thread: started by the first watch, stopped when the provider (and so
 /// this slot) is dropped.
 #[derive(Default)]
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
 pub(crate) struct Listener(Mutex<Option<Stop>>);
 
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
 impl Listener {
     /// Starts the thread named `name` once; `body` builds its work from the stop flag.
     pub(crate) fn ensure<F>(&self, name: &str, body: impl FnOnce(Stop) -> F) -> Result<()>

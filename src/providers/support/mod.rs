@@ -3,7 +3,9 @@
 //! provider; each piece exists once so that every backend behaves alike.
 
 pub(crate) mod deadline;
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(feature = "http")]
+pub(crate) mod http;
+#[cfg(any(feature = "postgres", feature = "redis", feature = "http"))]
 pub(crate) mod listener;
 pub(crate) mod params;
 pub(crate) mod safe_url;

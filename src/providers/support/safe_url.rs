@@ -20,6 +20,7 @@ pub(crate) struct SafeUrl {
 impl SafeUrl {
     /// Parses `s` as a URL; `None` if it is not one (say so without echoing it: it may hold a
     /// password).
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn parse(s: &str) -> Option<SafeUrl> {
         let url = url::Url::parse(s).ok()?;
         Some(SafeUrl::from_url(&url))
@@ -41,6 +42,7 @@ impl SafeUrl {
     }
 
     /// Builds one from parts the caller has already separated from any secret.
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn from_parts(
         scheme: &str,
         user: &str,
@@ -56,6 +58,7 @@ impl SafeUrl {
     }
 
     /// The rendering of `s`, or a fixed placeholder when `s` is no URL.
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn describe(s: &str) -> String {
         SafeUrl::parse(s).map_or_else(|| "<unparsable URL>".to_owned(), |u| u.to_string())
     }

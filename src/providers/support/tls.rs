@@ -41,6 +41,7 @@ pub enum Tls {
 impl Tls {
     /// Reads the TLS options of a connection URL: `ca_file=PATH` trusts a CA file,
     /// `tls=danger-accept-invalid-certs` turns verification off, `tls=verify` is the default.
+    #[cfg_attr(not(test), allow(dead_code))] // for providers configured by URL parameters
     pub(crate) fn from_params(tls: Option<&str>, ca_file: Option<&str>) -> Result<Tls> {
         match (tls, ca_file) {
             (None | Some("verify"), None) => Ok(Tls::Verify),
@@ -97,6 +98,7 @@ impl Tls {
     }
 
     /// A rustls client configuration for this mode, on the `ring` crypto provider.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn client_config(&self) -> Result<ClientConfig> {
         let provider = crypto_provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -131,6 +133,7 @@ pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// Accepts any certificate but still checks the handshake signatures.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 struct NoVerifier(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerifier {
