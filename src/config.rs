@@ -18,6 +18,7 @@ pub(crate) struct Options {
     pub retry_interval: Duration,
     /// `None`: a tenth of the lease TTL.
     pub safety_margin: Option<Duration>,
+    pub shutdown_timeout: Duration,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -30,6 +31,7 @@ pub(crate) struct Config {
     pub heartbeat_interval: Duration,
     pub retry_interval: Duration,
     pub safety_margin: Duration,
+    pub shutdown_timeout: Duration,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -63,8 +65,19 @@ impl Options {
         validate::duration("lease_ttl", self.lease_ttl)?;
         validate::duration("heartbeat_interval", self.heartbeat_interval)?;
         validate::duration("retry_interval", self.retry_interval)?;
+        validate::duration("shutdown_timeout", self.shutdown_timeout)?;
         let safety_margin = self.safety_margin.unwrap_or(self.lease_ttl / 10);
-        if safety_margin * 2 >= self.lease_ttl {
+        if safety_margin.is_zero() {
+            return Err(Error::config(
+                "safety_margin",
+                "must be above zero: it absorbs clock-rate differences between hosts and the \
+                 time leader work needs to notice that a term ended",
+            ));
+        }
+        if safety_margin
+            .checked_mul(2)
+            .is_none_or(|twice| twice >= self.lease_ttl)
+        {
             return Err(Error::config(
                 "safety_margin",
                 format!(
@@ -91,6 +104,7 @@ impl Options {
             heartbeat_interval: self.heartbeat_interval,
             retry_interval: self.retry_interval,
             safety_margin,
+            shutdown_timeout: self.shutdown_timeout,
             metadata: self.metadata,
         })
     }
@@ -104,6 +118,6 @@ impl Config {
 
     /// How long a shutdown waits for the release (and a drop, for the shutdown).
     pub(crate) fn shutdown_wait(&self) -> Duration {
-        self.heartbeat_interval.max(self.retry_interval)
+        self.shutdown_timeout
     }
 }

@@ -21,6 +21,8 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default retry (campaign) interval: 2 s.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// Default shutdown timeout: 5 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configures and starts an [`Elector`]; made by [`Elector::builder`].
 ///
@@ -84,10 +86,21 @@ impl<P: Provider> ElectorBuilder<P> {
         self
     }
 
-    /// How much earlier than `sent + lease_ttl` the leader steps down, to absorb clock-rate
-    /// differences between hosts (default: a tenth of the TTL). Must be below half the TTL.
+    /// How much earlier than `sent + lease_ttl` the leader steps down (default: a tenth of the
+    /// TTL). Above zero and below half the TTL. It must cover two things: the clock-rate
+    /// difference between this host and the backend over one TTL, and the time your leader
+    /// work needs to notice that the term ended (the `Lost` event arrives at the deadline, not
+    /// before; work that checks [`Elector::term`] between steps is late by at most one step).
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.options.safety_margin = Some(margin);
+        self
+    }
+
+    /// How long [`Elector::shutdown`] (and dropping the elector) waits for the release of the
+    /// lease and the withdrawal from the group (default 5 s); past it, shutdown returns
+    /// [`Error::Timeout`] and the lease expires on its own. 1 ms – 24 h.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.options.shutdown_timeout = timeout;
         self
     }
 
@@ -120,13 +133,25 @@ impl<P: Provider> ElectorBuilder<P> {
     }
 }
 
+/// One term of this participant's leadership, as [`Elector::term`] reads it at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Term {
+    /// The term's fencing token.
+    pub fencing_token: u64,
+    /// Until when the term is valid (monotonic clock): finish leader work before it.
+    pub deadline: Instant,
+    /// The leader record of the term (this participant's).
+    pub leader: LeaderInfo,
+}
+
 /// One participant in one election group.
 ///
 /// Starting it spawns a heartbeat thread that campaigns every retry interval, renews every
 /// heartbeat interval while leading and reports each change to subscribers; a second thread
 /// runs the provider's blocking calls so that a hung backend can never delay a step-down.
 /// Dropping the elector shuts it down (releasing leadership) on a best-effort basis, waiting
-/// at most `max(heartbeat_interval, retry_interval)` for the release; call
+/// at most the shutdown timeout (default 5 s) for the release; call
 /// [`Elector::shutdown`] to see errors.
 ///
 /// ```
@@ -162,6 +187,7 @@ impl Elector {
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 retry_interval: DEFAULT_RETRY_INTERVAL,
                 safety_margin: None,
+                shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 metadata: BTreeMap::new(),
             },
         }
@@ -232,10 +258,33 @@ impl Elector {
     /// # Ok::<(), leader_election::Error>(())
     /// ```
     pub fn leader(&self) -> Option<LeaderInfo> {
-        self.shared
-            .term()
-            .map(|(info, _)| info)
-            .or_else(|| self.shared.observed())
+        self.shared.leader()
+    }
+
+    /// The current term while this participant leads — its fencing token, deadline and leader
+    /// record, read together (two separate reads, [`Elector::fencing_token`] then
+    /// [`Elector::leader_deadline`], could straddle the end of one term and the start of the
+    /// next). Leader work should take one `Term` per step, tag its writes with
+    /// `term.fencing_token`, and stop before `term.deadline`.
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, MemoryProvider};
+    /// use std::time::Instant;
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-term").start()?;
+    /// elector.subscribe().take_until_leader().for_each(drop);
+    /// if let Some(term) = elector.term() {
+    ///     assert!(term.deadline > Instant::now());
+    ///     assert_eq!(term.leader.fencing_token, term.fencing_token);
+    /// }
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn term(&self) -> Option<Term> {
+        self.shared.term().map(|(leader, deadline)| Term {
+            fencing_token: leader.fencing_token,
+            deadline: self.shared.clock().instant_at(deadline),
+            leader,
+        })
     }
 
     /// The fencing token of the current term while this participant leads.
@@ -310,7 +359,7 @@ impl Elector {
 
     /// Stops the heartbeat thread, releasing leadership if held, and waits for it.
     ///
-    /// Waits at most `max(heartbeat_interval, retry_interval)` for the release. Returns the
+    /// Waits at most the shutdown timeout (default 5 s) for the release. Returns the
     /// error of the release (or of the withdrawal from the backend's queue), or
     /// [`Error::Timeout`] if a hung backend call kept it from finishing. Subscriptions end.
     /// Calling it again, or on an elector never started, returns `Ok(())`.
@@ -404,6 +453,10 @@ mod tests {
         assert!(e.contains("safety_margin"), "{e}");
         assert!(rule(builder().metadata("", "x").build()).contains("metadata key"));
         assert!(rule(builder().lease_ttl(Duration::MAX).build()).contains("24 hours"));
+        // Overflow-prone and silent values are refused, never a panic.
+        assert!(rule(builder().safety_margin(Duration::MAX).build()).contains("safety_margin"));
+        assert!(rule(builder().safety_margin(Duration::ZERO).build()).contains("above zero"));
+        assert!(rule(builder().shutdown_timeout(Duration::ZERO).build()).contains("shutdown"));
         assert!(builder().build().is_ok());
     }
 
@@ -432,6 +485,11 @@ mod tests {
         assert!(!e.is_leader());
         assert_eq!(e.fencing_token(), None);
         assert_eq!(e.leader_deadline(), None);
+        assert_eq!(e.term(), None);
+        // Nor does it claim, anywhere, that it still leads.
+        assert!(e.leader().is_none(), "{:?}", e.leader());
+        let first = e.subscribe().try_iter().next();
+        assert!(first.is_none(), "a new subscription starts with {first:?}");
     }
 
     #[test]

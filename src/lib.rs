@@ -95,7 +95,8 @@ pub use change::{EventKinds, LeadershipChange, LostReason};
 pub use changes::Changes;
 pub use connect::connect;
 pub use elector::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL, Elector, ElectorBuilder,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT, Elector, ElectorBuilder, Term,
 };
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};

@@ -48,8 +48,12 @@ impl Shared {
         }
     }
 
-    pub(crate) fn observed(&self) -> Option<LeaderInfo> {
-        self.state.lock().observed.clone()
+    /// The leader as far as this elector knows: our term while it lasts, else the leader last
+    /// observed — but never our own term once its deadline passed (we no longer know who
+    /// leads then, and must not claim it is us).
+    pub(crate) fn leader(&self) -> Option<LeaderInfo> {
+        let state = self.state.lock();
+        known_leader(&state, self.clock.now())
     }
 
     /// Begins a term and tells subscribers — unless a `resign()` happened since `epoch`, in
@@ -124,17 +128,14 @@ impl Shared {
         let mut state = self.state.lock();
         if !state.closed {
             let now = self.clock.now();
-            let first = match (&state.term, &state.observed) {
-                (Some((info, deadline)), _) if now < *deadline => {
-                    Some(LeadershipChange::Acquired {
-                        fencing_token: info.fencing_token,
-                        leader: info.clone(),
-                    })
-                }
-                // Nothing known yet: the first real change will follow.
-                (_, None) => None,
-                (_, Some(leader)) => Some(LeadershipChange::LeaderChanged {
-                    leader: Some(leader.clone()),
+            let first = match &state.term {
+                Some((info, deadline)) if now < *deadline => Some(LeadershipChange::Acquired {
+                    fencing_token: info.fencing_token,
+                    leader: info.clone(),
+                }),
+                // Nothing known yet (or only our own ended term): the first change will follow.
+                _ => known_leader(&state, now).map(|leader| LeadershipChange::LeaderChanged {
+                    leader: Some(leader),
                 }),
             };
             if let Some(first) = first.filter(|f| kinds.contains(f.kind())) {
@@ -151,6 +152,20 @@ impl Shared {
         state.term = None;
         state.closed = true;
         state.subscribers.clear();
+    }
+}
+
+/// See [`Shared::leader`].
+fn known_leader(state: &State, now: Moment) -> Option<LeaderInfo> {
+    match (&state.term, &state.observed) {
+        (Some((info, deadline)), _) if now < *deadline => Some(info.clone()),
+        (Some((info, _)), Some(seen))
+            if seen.participant_id == info.participant_id
+                && seen.fencing_token == info.fencing_token =>
+        {
+            None
+        }
+        (_, seen) => seen.clone(),
     }
 }
 
