@@ -493,6 +493,29 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_heartbeat_ends_streams_and_leadership() {
+        use crate::ChangesExt;
+        let e = builder().start().unwrap();
+        let changes = e.subscribe();
+        e.subscribe().take_until_leader().for_each(drop);
+        assert!(e.is_leader());
+        if let Some(h) = &*e.running.lock() {
+            h.inject_panic();
+        }
+        // The stream ends (after what it held) instead of blocking forever.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match changes.recv_timeout(Duration::from_millis(100)) {
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                _ if std::time::Instant::now() > end => panic!("the stream did not end"),
+                _ => {}
+            }
+        }
+        assert!(!e.is_leader());
+        let _ = e.shutdown(); // an error (the release never happened), but no hang
+    }
+
+    #[test]
     fn shut_down_elector_cannot_start() {
         let e = builder().build().unwrap();
         e.shutdown().unwrap();

@@ -11,6 +11,7 @@
 mod io;
 mod state;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -27,6 +28,9 @@ use state::Machine;
 enum Command {
     Resign,
     Shutdown(Sender<Result<()>>),
+    /// Makes the heartbeat thread panic, to test what a panic leaves behind.
+    #[cfg(test)]
+    Panic,
 }
 
 /// The running heartbeat of one elector: resigns, shuts down, and joins its thread.
@@ -55,15 +59,35 @@ impl HeartbeatHandle {
             &short,
         )?;
         let (wakeup, wake_rx) = Wakeup::channel();
-        let machine = Machine::new(provider.name(), config, shared, link, wakeup);
+        let machine = Machine::new(provider.name(), config, shared.clone(), link, wakeup);
         let thread = std::thread::Builder::new()
             .name(format!("le-hb-{short}"))
-            .spawn(move || run(machine, cmd_rx, outcomes, wake_rx))
+            .spawn(move || {
+                let group = machine.config().group.clone();
+                let body = AssertUnwindSafe(|| run(machine, cmd_rx, outcomes, wake_rx));
+                if catch_unwind(body).is_err() {
+                    // A bug, never expected: end the term and every stream rather than leave
+                    // subscribers waiting and `is_leader()` true until the deadline.
+                    log::error!(
+                        "leader election {group:?}: the heartbeat thread panicked; the elector \
+                         stopped (its lease expires on its own)"
+                    );
+                    shared.close();
+                }
+            })
             .map_err(|e| Error::io("spawning the elector's heartbeat thread", e))?;
         Ok(HeartbeatHandle {
             commands: Some(cmd_tx),
             thread: Some(thread),
         })
+    }
+
+    /// Makes the heartbeat thread panic (tests).
+    #[cfg(test)]
+    pub(crate) fn inject_panic(&self) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(Command::Panic);
+        }
     }
 
     /// Asks the heartbeat thread to step down (if leading), release, and not campaign for a
@@ -127,6 +151,8 @@ fn run(
             recv(commands) -> cmd => match cmd {
                 Ok(Command::Resign) => machine.resign(),
                 Ok(Command::Shutdown(reply)) => machine.begin_stop(reply),
+                #[cfg(test)]
+                Ok(Command::Panic) => panic!("injected heartbeat panic"),
                 // The handle is gone without a shutdown: stop anyway.
                 Err(_) => {
                     commands = crossbeam_channel::never();
