@@ -82,6 +82,8 @@ mod heartbeat;
 mod lease;
 mod provider;
 mod providers;
+#[cfg(test)]
+mod robustness;
 mod shared;
 mod util;
 pub mod validate;

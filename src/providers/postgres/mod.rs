@@ -24,6 +24,12 @@ pub(crate) mod options;
 mod sql;
 mod sslmode;
 
+/// Reads `sslmode` out of a connection string (for the property tests).
+#[cfg(test)]
+pub(crate) fn sslmode_of(conn: &str) {
+    let _ = sslmode::take_sslmode(conn);
+}
+
 use listen::ListenCtx;
 use sql::{Conn, Manager, PoolError, QuietErrors, Sql};
 

@@ -13,7 +13,7 @@ use crate::provider::{Provider, Wakeup, Watch};
 use crate::providers::redis::options::{RedisOptions, describe, validate_prefix};
 use crate::providers::support::deadline;
 use crate::providers::support::listener::{self, Listener, Stop};
-use crate::providers::support::tls::Tls;
+use crate::providers::support::tls::{self, Tls};
 use crate::providers::support::watchers::Watchers;
 use crate::validate;
 
@@ -117,6 +117,9 @@ impl RedisProvider {
                 "must not have a fragment: choose certificate checks with RedisOptions::tls \
                  (e.g. Tls::DangerAcceptInvalidCerts instead of #insecure)",
             ));
+        }
+        if options.url.starts_with("rediss:") {
+            tls::ensure_process_default_provider();
         }
         let client = match &options.tls {
             Tls::Verify => redis::Client::open(options.url.as_str()).map_err(bad_url)?,

@@ -46,7 +46,10 @@ impl RedisOptions {
     /// How a `rediss://` server's certificate is checked (default [`Tls::Verify`]). With
     /// [`Tls::VerifyWithCa`] the redis client trusts that file's CA certificates *instead of*
     /// the system's roots (the client takes one root set). The redis crate's own `#insecure`
-    /// URL fragment is refused: say [`Tls::DangerAcceptInvalidCerts`] here instead.
+    /// URL fragment is refused: say [`Tls::DangerAcceptInvalidCerts`] here instead. The redis
+    /// client takes rustls's process-wide default crypto provider; if the application has not
+    /// installed one, a `rediss://` provider installs `ring` as the default (never replacing
+    /// the application's choice).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
         self

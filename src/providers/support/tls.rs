@@ -125,6 +125,18 @@ impl Tls {
     }
 }
 
+/// For client libraries that build their TLS configuration from rustls's process-wide default
+/// provider (the redis crate does, and panics when none is installed and the application has
+/// more than one compiled in): installs `ring` as that default if the application has not
+/// installed one. An application's own choice is never replaced.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn ensure_process_default_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err: another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The crypto provider every TLS connection of this crate uses, whatever the application has
 /// installed as the process default.
 pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
