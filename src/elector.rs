@@ -14,6 +14,7 @@ use crate::heartbeat::HeartbeatHandle;
 use crate::lease::LeaderInfo;
 use crate::provider::Provider;
 use crate::shared::Shared;
+use crate::status::{Role, Status};
 
 /// Default lease TTL: 15 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -285,6 +286,54 @@ impl Elector {
             deadline: self.shared.clock().instant_at(deadline),
             leader,
         })
+    }
+
+    /// A snapshot of how this elector is doing: role and term, time since the backend last
+    /// answered a campaign or renew, consecutive failures and the last error, whether pushed
+    /// changes arrive, and the backend call in flight with how long it has run (a call running
+    /// longer than the heartbeat interval is also logged as a warning).
+    ///
+    /// ```
+    /// use leader_election::{ChangesExt, Elector, MemoryProvider, Role};
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new()).group("doc-status").build()?;
+    /// assert_eq!(elector.status().role, Role::NotStarted);
+    /// elector.start()?;
+    /// elector.subscribe().take_until_leader().for_each(drop);
+    /// let status = elector.status();
+    /// assert_eq!(status.role, Role::Leader);
+    /// assert_eq!(status.consecutive_failures, 0);
+    /// assert!(status.since_last_success.is_some());
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn status(&self) -> Status {
+        let started = self.running.lock().is_some();
+        let never_started = !started && self.provider.lock().is_some();
+        let term = self.term();
+        let now = self.shared.clock().now();
+        let health = self.shared.health();
+        let role = if never_started {
+            Role::NotStarted
+        } else if health.stopped || !started {
+            Role::Stopped
+        } else if term.is_some() {
+            Role::Leader
+        } else {
+            Role::Follower
+        };
+        Status {
+            role,
+            term,
+            since_last_success: health
+                .last_success
+                .map(|t| now.saturating_duration_since(t)),
+            consecutive_failures: health.failures,
+            last_error: health.last_error.clone(),
+            watch_established: health.watch && !health.stopped,
+            call_in_flight: health
+                .call
+                .map(|(name, began)| (name, now.saturating_duration_since(began))),
+        }
     }
 
     /// The fencing token of the current term while this participant leads.

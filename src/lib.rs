@@ -85,6 +85,8 @@ mod providers;
 #[cfg(test)]
 mod robustness;
 mod shared;
+mod status;
+mod telemetry;
 mod util;
 pub mod validate;
 
@@ -121,6 +123,7 @@ pub use providers::support::tls::Tls;
 pub use providers::zookeeper::ZooKeeperProvider;
 #[cfg(feature = "zookeeper")]
 pub use providers::zookeeper::options::{ZooKeeperAcl, ZooKeeperOptions};
+pub use status::{Role, Status};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -2,6 +2,7 @@
 //! term with its local deadline, the last observed leader, and the subscribers.
 
 use crate::clock::{Clock, Moment};
+use crate::status::Health;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Sender;
@@ -29,12 +30,19 @@ pub(crate) struct Shared {
     resign_epoch: AtomicU64,
     /// The clock of the term's deadline (it counts time the machine was suspended).
     clock: Clock,
+    /// What [`crate::Elector::status`] reports (its own lock: the I/O thread writes it too).
+    health: Mutex<Health>,
 }
 
 impl Shared {
     /// The elector's clock.
     pub(crate) fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The health record, to update or read.
+    pub(crate) fn health(&self) -> parking_lot::MutexGuard<'_, Health> {
+        self.health.lock()
     }
 
     /// Our term, if its deadline has not passed.
@@ -148,6 +156,7 @@ impl Shared {
 
     /// Ends every subscription (the streams end once drained).
     pub(crate) fn close(&self) {
+        self.health.lock().stopped = true;
         let mut state = self.state.lock();
         state.term = None;
         state.closed = true;

@@ -8,9 +8,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, Moment};
+use crate::shared::Shared;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -26,6 +27,19 @@ pub(super) enum Call {
     /// Leave the group's queue: group, participant id.
     Withdraw(String, String),
     Watch(String, Wakeup),
+}
+
+impl Call {
+    /// The call's name, for the elector's status and logs.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Call::Acquire(_) => "campaign",
+            Call::Renew(_) => "renew",
+            Call::Release(_) => "release",
+            Call::Withdraw(..) => "withdraw",
+            Call::Watch(..) => "watch",
+        }
+    }
 }
 
 /// The answer to a [`Call`].
@@ -105,18 +119,19 @@ impl IoLink {
 /// Spawns the I/O thread (named `le-io-{short}`) for `provider`.
 pub(super) fn spawn(
     provider: Arc<dyn Provider>,
-    clock: Clock,
+    shared: Arc<Shared>,
     group: &str,
     short: &str,
 ) -> Result<(IoLink, Outcomes)> {
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (out_tx, out_rx) = crossbeam_channel::unbounded();
+    let io_shared = shared.clone();
     std::thread::Builder::new()
         .name(format!("le-io-{short}"))
-        .spawn(move || io_loop(&*provider, job_rx, out_tx))
+        .spawn(move || io_loop(&*provider, &io_shared, job_rx, out_tx))
         .map_err(|e| Error::io("spawning the elector's I/O thread", e))?;
     let link = IoLink {
-        clock,
+        clock: shared.clock().clone(),
         jobs: job_tx,
         group: group.to_owned(),
         next_id: 0,
@@ -126,18 +141,35 @@ pub(super) fn spawn(
     Ok((link, out_rx))
 }
 
+/// How long a release or withdrawal gets once nobody waits for it (see [`io_loop`]).
+const ORPHANED_CALL_TIME: Duration = Duration::from_secs(5);
+
 /// Runs provider calls one at a time until the heartbeat thread hangs up.
 ///
 /// If the heartbeat thread is gone (a shutdown that gave up waiting for a hung call), the
 /// remaining queued releases still run, and a lease acquired too late is released, so nothing
 /// stays held on the backend.
-fn io_loop(provider: &dyn Provider, jobs: Receiver<Job>, out: Sender<(u64, Outcome)>) {
+fn io_loop(
+    provider: &dyn Provider,
+    shared: &Shared,
+    jobs: Receiver<Job>,
+    out: Sender<(u64, Outcome)>,
+) {
     let mut orphaned = false;
     for job in jobs {
         if orphaned && !matches!(job.call, Call::Release(_) | Call::Withdraw(..)) {
             continue;
         }
-        let outcome = run(provider, job.call, job.deadline);
+        // Nobody waits for an orphaned release any more, but it should still get a fair
+        // chance: its own deadline may have passed while the call before it hung.
+        let deadline = if orphaned {
+            job.deadline.max(Instant::now() + ORPHANED_CALL_TIME)
+        } else {
+            job.deadline
+        };
+        shared.health().call = Some((job.call.name(), shared.clock().now()));
+        let outcome = run(provider, job.call, deadline);
+        shared.health().call = None;
         if orphaned {
             continue;
         }

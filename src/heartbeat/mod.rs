@@ -52,12 +52,7 @@ impl HeartbeatHandle {
     ) -> Result<Self> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let short: String = config.group.chars().take(8).collect();
-        let (link, outcomes) = io::spawn(
-            provider.clone(),
-            shared.clock().clone(),
-            &config.group,
-            &short,
-        )?;
+        let (link, outcomes) = io::spawn(provider.clone(), shared.clone(), &config.group, &short)?;
         let (wakeup, wake_rx) = Wakeup::channel();
         let machine = Machine::new(provider.name(), config, shared.clone(), link, wakeup);
         let thread = std::thread::Builder::new()

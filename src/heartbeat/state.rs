@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Lease};
 use crate::provider::{Wakeup, Watch};
 use crate::shared::Shared;
-use crate::util;
+use crate::{telemetry, util};
 
 mod outcomes;
 
@@ -97,6 +97,8 @@ pub(super) struct Machine {
     /// Leases whose release failed with a transient error, to retry (only a follower has
     /// any; at most 8).
     unreleased: Vec<Lease>,
+    /// The start of the backend call last warned about as long-running.
+    warned_call: Option<Moment>,
 }
 
 impl Machine {
@@ -122,6 +124,7 @@ impl Machine {
             wakeup,
             _watch_guard: None,
             unreleased: Vec::new(),
+            warned_call: None,
         }
     }
 
@@ -147,6 +150,7 @@ impl Machine {
     /// gone, or a shutdown has no call left out (or gave up waiting).
     pub(super) fn turn(&mut self, now: Moment) -> bool {
         self.check_deadline(now);
+        self.warn_of_a_long_call(now);
         if self.io.is_dead() {
             self.step_down(LostReason::ShutDown, false);
             return false;
@@ -158,10 +162,33 @@ impl Machine {
         true
     }
 
+    /// Logs a warning, once per call, when the backend call in flight has run longer than the
+    /// heartbeat interval: a hung backend would otherwise leave a silent, permanent follower.
+    fn warn_of_a_long_call(&mut self, now: Moment) {
+        let Some((name, began)) = self.shared.health().call else {
+            return;
+        };
+        let running = now.saturating_duration_since(began);
+        if running > self.config.heartbeat_interval && self.warned_call != Some(began) {
+            self.warned_call = Some(began);
+            log::warn!(
+                "leader election {:?}: the {name} call to {} has been running for {running:?}, \
+                 longer than the heartbeat interval; the backend may be hung",
+                self.config.group,
+                self.backend
+            );
+        }
+    }
+
     /// When the loop must wake up even if nothing arrives.
     pub(super) fn wake_at(&self) -> Moment {
         let far = self.now() + Duration::from_secs(3600);
         let mut at = far;
+        if let Some((_, began)) = self.shared.health().call
+            && self.warned_call != Some(began)
+        {
+            at = at.min(began + self.config.heartbeat_interval + Duration::from_millis(1));
+        }
         match &self.phase {
             Phase::Leading { deadline, .. } => at = at.min(*deadline),
             Phase::Stopping { give_up_at, .. } => return at.min(*give_up_at),
@@ -268,6 +295,7 @@ impl Machine {
             fencing_token: lease.fencing_token(),
             reason,
         });
+        telemetry::leadership_lost(&self.config.group, self.backend, reason);
         log::log!(
             if reason == LostReason::DeadlinePassed {
                 log::Level::Warn

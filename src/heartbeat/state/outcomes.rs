@@ -9,6 +9,7 @@ use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::heartbeat::io::{Call, Outcome};
 use crate::lease::{Acquisition, Lease, Renewal};
+use crate::telemetry;
 
 impl Machine {
     /// The campaign with this id, taken out of the phase (it is answered).
@@ -56,10 +57,12 @@ impl Machine {
             Outcome::Release(Ok(()), _) => {}
             Outcome::Release(Err(e), lease) => self.on_release_failed(e, lease, now),
             Outcome::Watch(Ok(guard)) => {
+                self.shared.health().watch = guard.is_some();
                 self._watch_guard = guard;
                 self.watch = WatchState::Done;
             }
             Outcome::Watch(Err(e)) => {
+                self.shared.health().watch = false;
                 log::warn!(
                     "leader election {:?}: watching for changes failed (polling meanwhile): {}",
                     self.config.group,
@@ -72,6 +75,17 @@ impl Machine {
 
     fn on_acquire(&mut self, c: Campaign, result: Result<Acquisition>, now: Moment) {
         let following = matches!(self.phase, Phase::Following { .. });
+        let outcome = match &result {
+            Ok(Acquisition::Acquired(_)) => "acquired",
+            Ok(Acquisition::Held(_)) => "held",
+            Err(_) => "error",
+        };
+        let took = now.saturating_duration_since(c.sent);
+        telemetry::call_answered(&self.config.group, self.backend, false, outcome, took);
+        match &result {
+            Ok(_) => self.shared.health().succeeded(now),
+            Err(e) => self.shared.health().failed(e),
+        }
         match result {
             Ok(Acquisition::Acquired(lease)) => {
                 self.failures = 0;
@@ -98,6 +112,7 @@ impl Machine {
                     self.config.participant_id,
                     lease.fencing_token()
                 );
+                telemetry::term_won(&self.config.group, self.backend);
                 self.phase = Phase::Leading {
                     lease,
                     deadline,
@@ -117,6 +132,7 @@ impl Machine {
                 };
             }
             Err(e) => {
+                telemetry::backend_error(&self.config.group, self.backend, "campaign", &e);
                 self.log_error("campaign", &e);
                 self.next_action = now + self.backoff();
             }
@@ -124,6 +140,20 @@ impl Machine {
     }
 
     fn on_renew(&mut self, sent: Moment, result: Result<Renewal>, now: Moment) {
+        let outcome = match &result {
+            Ok(Renewal::Renewed) => "renewed",
+            Ok(Renewal::Lost(_)) => "lost",
+            Err(_) => "error",
+        };
+        let took = now.saturating_duration_since(sent);
+        telemetry::call_answered(&self.config.group, self.backend, true, outcome, took);
+        match &result {
+            Ok(_) => self.shared.health().succeeded(now),
+            Err(e) => {
+                self.shared.health().failed(e);
+                telemetry::backend_error(&self.config.group, self.backend, "renew", e);
+            }
+        }
         let Phase::Leading {
             lease, deadline, ..
         } = &mut self.phase
