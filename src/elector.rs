@@ -14,7 +14,7 @@ use crate::heartbeat::HeartbeatHandle;
 use crate::lease::LeaderInfo;
 use crate::provider::Provider;
 use crate::shared::Shared;
-use crate::status::{Role, Status};
+use crate::status::{Role, Status, Term};
 
 /// Default lease TTL: 15 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -132,18 +132,6 @@ impl<P: Provider> ElectorBuilder<P> {
         elector.start()?;
         Ok(elector)
     }
-}
-
-/// One term of this participant's leadership, as [`Elector::term`] reads it at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Term {
-    /// The term's fencing token.
-    pub fencing_token: u64,
-    /// Until when the term is valid (monotonic clock): finish leader work before it.
-    pub deadline: Instant,
-    /// The leader record of the term (this participant's).
-    pub leader: LeaderInfo,
 }
 
 /// One participant in one election group.

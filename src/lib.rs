@@ -100,7 +100,7 @@ pub use changes::Changes;
 pub use connect::connect;
 pub use elector::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL,
-    DEFAULT_SHUTDOWN_TIMEOUT, Elector, ElectorBuilder, Term,
+    DEFAULT_SHUTDOWN_TIMEOUT, Elector, ElectorBuilder,
 };
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
@@ -123,7 +123,7 @@ pub use providers::support::tls::Tls;
 pub use providers::zookeeper::ZooKeeperProvider;
 #[cfg(feature = "zookeeper")]
 pub use providers::zookeeper::options::{ZooKeeperAcl, ZooKeeperOptions};
-pub use status::{Role, Status};
+pub use status::{Role, Status, Term};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

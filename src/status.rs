@@ -1,14 +1,26 @@
-//! An elector's health, as [`crate::Elector::status`] reports it: its role and term, how long
+//! An elector's state as its user reads it: the current [`Term`], and its health, as [`crate::Elector::status`] reports it: its role and term, how long
 //! since the backend last answered, consecutive failures and the last error (its text never
 //! holds a secret), whether the push watch is established, and how long the backend call in
 //! flight has been running. The heartbeat and I/O threads keep a [`Health`] record up to date;
 //! a status is a snapshot of it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::Moment;
-use crate::elector::Term;
 use crate::error::Error;
+use crate::lease::LeaderInfo;
+
+/// One term of this participant's leadership, as [`crate::Elector::term`] reads it at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Term {
+    /// The term's fencing token.
+    pub fencing_token: u64,
+    /// Until when the term is valid (monotonic clock): finish leader work before it.
+    pub deadline: Instant,
+    /// The leader record of the term (this participant's).
+    pub leader: LeaderInfo,
+}
 
 /// What an elector is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
