@@ -2,34 +2,13 @@
 //! URL leads, its options come from the query, and no secret in a URL reaches an error or a
 //! log line (the log output is captured and searched).
 
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use le_test_support as common;
 use leader_election::{Elector, connect};
 
-/// Every log line of this test binary, formatted with its arguments.
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        LOG.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
 fn capture_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        log::set_boxed_logger(Box::new(Capture)).expect("logger");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
+    common::logs::capture();
 }
 
 fn assert_no_secret(secret: &str, error: &str) {
@@ -37,7 +16,7 @@ fn assert_no_secret(secret: &str, error: &str) {
         !error.contains(secret),
         "the error shows the secret: {error}"
     );
-    let log = LOG.lock().unwrap();
+    let log = common::logs::LINES.lock().unwrap();
     assert!(
         !log.is_empty(),
         "nothing was logged: the check would prove nothing"
@@ -114,10 +93,7 @@ fn secrets_in_urls_stay_out_of_errors_and_logs() {
         .start()
         .unwrap();
     assert!(common::wait_for(Duration::from_secs(10), || {
-        LOG.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("campaign failed"))
+        common::logs::any(|l| l.contains("campaign failed"))
     }));
     drop(elector);
     assert_no_secret("Wr0ng-PG-s3cret", "");

@@ -1,32 +1,14 @@
 //! `Elector::status()`: the health snapshot a user can ask for, and the warning logged when a
 //! backend call runs longer than the heartbeat interval.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use le_test_support as common;
 use leader_election::{ChangesExt, Elector, FaultyProvider, MemoryProvider, Operation, Role};
 
-static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOG.lock()
-            .unwrap()
-            .push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
 #[test]
 fn status_reports_failures_hung_calls_and_recovery() {
-    log::set_boxed_logger(Box::new(Capture)).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    common::logs::capture();
     let provider = FaultyProvider::new(MemoryProvider::new());
     let faults = provider.faults();
     faults.only(&[Operation::Acquire]);
@@ -74,10 +56,7 @@ fn status_reports_failures_hung_calls_and_recovery() {
             .is_some_and(|(name, running)| name == "renew" && running > Duration::from_millis(300))
     }));
     assert!(common::wait_for(Duration::from_secs(10), || {
-        LOG.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("renew call") && l.contains("hung"))
+        common::logs::any(|l| l.contains("renew call") && l.contains("hung"))
     }));
     faults.unhang();
     elector.shutdown().unwrap();

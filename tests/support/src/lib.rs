@@ -12,6 +12,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod logs;
 pub mod postgres;
 pub mod redis;
 pub mod tls;
