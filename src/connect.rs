@@ -32,7 +32,7 @@ use crate::providers::memory::MemoryProvider;
 /// let provider = connect("memory:")?;
 /// let elector = Elector::builder(provider).group("doc-connect").start()?;
 /// # drop(elector);
-/// let err = connect("memory:?colour=blue").unwrap_err();
+/// let err = connect("memory:?colour=blue").err().expect("an unknown parameter");
 /// assert!(err.to_string().contains("colour"));
 /// # Ok::<(), leader_election::Error>(())
 /// ```
