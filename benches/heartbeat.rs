@@ -1,4 +1,5 @@
-//! Heartbeat cost per provider: one renew, and one acquire + release cycle.
+//! Heartbeat cost per provider: one renew, one acquire + release cycle, and for the watching
+//! backends (ZooKeeper, etcd) the hand-off from a release to the successor holding the lease.
 //!
 //! ```text
 //! cargo bench --bench heartbeat --all-features
@@ -48,6 +49,39 @@ fn bench_provider(c: &mut Criterion, name: &str, p: &dyn Provider) {
         })
     });
     g.finish();
+}
+
+/// Hand-off: from the leader's release to its watching successor holding the lease.
+#[cfg(any(feature = "zookeeper", feature = "etcd"))]
+fn bench_hand_off(c: &mut Criterion, name: &str, a: &dyn Provider, b: &dyn Provider) {
+    use leader_election::Wakeup;
+    let g = group(&format!("{name}-handoff"));
+    let (wakeup, woken) = Wakeup::channel();
+    let _watch = b.watch(&g, wakeup).expect("watch");
+    c.bench_function(&format!("{name}/hand-off on release"), |bch| {
+        bch.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let la = acquire(a, &g, "a");
+                let req_b = AcquireRequest::new(&g, "b", Duration::from_secs(30));
+                assert!(matches!(
+                    b.try_acquire(&req_b, deadline()).expect("campaign"),
+                    Acquisition::Held(_)
+                ));
+                while woken.try_recv().is_ok() {}
+                let start = Instant::now();
+                a.release(&la, deadline()).expect("release");
+                woken.recv_timeout(Duration::from_secs(5)).expect("wake-up");
+                let lb = match b.try_acquire(&req_b, deadline()).expect("acquire") {
+                    Acquisition::Acquired(l) => l,
+                    Acquisition::Held(l) => panic!("still held by {l:?}"),
+                };
+                total += start.elapsed();
+                b.release(&lb, deadline()).expect("release");
+            }
+            total
+        })
+    });
 }
 
 fn memory(c: &mut Criterion) {
@@ -108,7 +142,7 @@ fn redis(_: &mut Criterion) {}
 
 #[cfg(feature = "zookeeper")]
 fn zookeeper(c: &mut Criterion) {
-    use leader_election::{Wakeup, ZooKeeperOptions, ZooKeeperProvider};
+    use leader_election::{ZooKeeperOptions, ZooKeeperProvider};
     let hosts = std::env::var("LE_ZOOKEEPER_HOSTS").unwrap_or_else(|_| "127.0.0.1:2181".into());
     let options = ZooKeeperOptions::new(&hosts)
         .root_path(format!("/le-bench-{}", std::process::id()))
@@ -145,37 +179,49 @@ fn zookeeper(c: &mut Criterion) {
     });
     bench_provider(c, "zookeeper", &a);
 
-    // Hand-off: from the leader's release to its watching successor holding the lease.
-    let g = group("zookeeper-handoff");
-    let (wakeup, woken) = Wakeup::channel();
-    let _watch = b.watch(&g, wakeup).expect("watch");
-    c.bench_function("zookeeper/hand-off on release", |bch| {
-        bch.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let la = acquire(&a, &g, "a");
-                let req_b = AcquireRequest::new(&g, "b", Duration::from_secs(30));
-                assert!(matches!(
-                    b.try_acquire(&req_b, deadline()).expect("campaign"),
-                    Acquisition::Held(_)
-                ));
-                while woken.try_recv().is_ok() {}
-                let start = Instant::now();
-                a.release(&la, deadline()).expect("release");
-                woken.recv_timeout(Duration::from_secs(5)).expect("wake-up");
-                let lb = match b.try_acquire(&req_b, deadline()).expect("acquire") {
-                    Acquisition::Acquired(l) => l,
-                    Acquisition::Held(l) => panic!("still held by {l:?}"),
-                };
-                total += start.elapsed();
-                b.release(&lb, deadline()).expect("release");
-            }
-            total
-        })
-    });
+    bench_hand_off(c, "zookeeper", &a, &b);
 }
 #[cfg(not(feature = "zookeeper"))]
 fn zookeeper(_: &mut Criterion) {}
+
+#[cfg(feature = "etcd")]
+fn etcd(c: &mut Criterion) {
+    use leader_election::{EtcdOptions, EtcdProvider};
+    let url = std::env::var("LE_ETCD_URL").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
+    let options = EtcdOptions::new(&url).key_prefix(format!("le-bench-{}/", std::process::id()));
+    let (a, b) = match (
+        EtcdProvider::new(options.clone()),
+        EtcdProvider::new(options),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return eprintln!("etcd: skipped, server not reachable: {e}"),
+    };
+    // Raw calls on a keep-alive agent of the same HTTP library (ureq), JSON in and out.
+    let agent = ::ureq::Agent::new_with_defaults();
+    let base = url.trim_end_matches('/').to_owned();
+    let post = |path: &str, body: &str| {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("raw request");
+        r.body_mut().read_to_vec().expect("raw response")
+    };
+    c.bench_function("etcd/raw range", |bch| {
+        bch.iter(|| black_box(post("/v3/kv/range", r#"{"key":"bGUtYmVuY2g="}"#)))
+    });
+    let grant = post("/v3/lease/grant", r#"{"TTL":"60"}"#);
+    let id = serde_json::from_slice::<serde_json::Value>(&grant).expect("grant")["ID"].clone();
+    let keepalive = serde_json::json!({ "ID": id }).to_string();
+    c.bench_function("etcd/raw keepalive", |bch| {
+        bch.iter(|| black_box(post("/v3/lease/keepalive", &keepalive)))
+    });
+    post("/v3/lease/revoke", &keepalive);
+    bench_provider(c, "etcd", &a);
+    bench_hand_off(c, "etcd", &a, &b);
+}
+#[cfg(not(feature = "etcd"))]
+fn etcd(_: &mut Criterion) {}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -187,6 +233,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file, postgres, redis, zookeeper
+    targets = memory, file, postgres, redis, zookeeper, etcd
 }
 criterion_main!(benches);

@@ -7,13 +7,14 @@
 #   scripts/services.sh down    [SERVICE...]   stop what this script started (by PID)
 #   scripts/services.sh status  [SERVICE...]
 #
-# Services: postgres (5432), redis (6379), zookeeper (2181). Default: all.
+# Services: postgres (5432), redis (6379), zookeeper (2181), etcd (2379, peers on 2380).
+# Default: all.
 # State (data, logs, PID files) lives in $LE_SERVICES_DIR (default /tmp/leader-election-services).
 # A service whose port already answers is left alone and not stopped by `down`.
 set -euo pipefail
 
 STATE="${LE_SERVICES_DIR:-/tmp/leader-election-services}"
-ALL=(postgres redis zookeeper)
+ALL=(postgres redis zookeeper etcd)
 PG_BIN="${LE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
 
 log() { echo "services: $*" >&2; }
@@ -148,10 +149,28 @@ CFG
 zk_down() { stop_pid "$STATE/zookeeper.pid" zookeeper; }
 zk_status() { zk_ready && echo "zookeeper: up on 127.0.0.1:2181" || echo "zookeeper: down"; }
 
+# ---------------------------------------------------------------------- etcd
+ETCD_DIR="$STATE/etcd"
+etcd_install() { apt_install etcd-server etcd-client; }
+etcd_ready() { ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1; }
+etcd_up() {
+  etcd_install
+  if etcd_ready; then log "etcd already answers on 2379; using it"; return 0; fi
+  mkdir -p "$ETCD_DIR"
+  nohup etcd --name le --data-dir "$ETCD_DIR/data" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster le=http://127.0.0.1:2380 >"$ETCD_DIR/server.log" 2>&1 &
+  echo $! >"$STATE/etcd.pid"
+  wait_until 30 etcd etcd_ready || { tail -n 20 "$ETCD_DIR/server.log"; die "etcd not ready within 30 s"; }
+}
+etcd_down() { stop_pid "$STATE/etcd.pid" etcd; }
+etcd_status() { etcd_ready && echo "etcd: up on 127.0.0.1:2379" || echo "etcd: down"; }
+
 # ---------------------------------------------------------------------------
 fn_prefix() {
   case $1 in
-    postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;;
+    postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;; etcd) echo etcd ;;
     *) die "unknown service '$1' (known: ${ALL[*]})" ;;
   esac
 }

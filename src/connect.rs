@@ -18,6 +18,7 @@ use crate::providers::memory::MemoryProvider;
 /// | `postgres://…`, `postgresql://…` | `PostgresProvider` (`postgres`) |
 /// | `redis://…`, `rediss://…` | `RedisProvider` (`redis`) |
 /// | `zookeeper://[user:pw@]h1:2181,h2:2181[/chroot]` | `ZooKeeperProvider` (`zookeeper`) |
+/// | `etcd://[user:pw@]h1:2379[,h2:2379][/prefix/]`, `etcds://…` (https) | `EtcdProvider` (`etcd`) |
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -47,11 +48,12 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "postgres" | "postgresql" => postgres(url),
         "redis" | "rediss" => redis(url),
         "zookeeper" => zookeeper(url),
+        "etcd" | "etcds" => etcd(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
-                 rediss://, zookeeper://"
+                 rediss://, zookeeper://, etcd://, etcds://"
             ),
         )),
     }
@@ -61,7 +63,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "file",
     feature = "postgres",
     feature = "redis",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "etcd"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -153,6 +156,17 @@ fn zookeeper(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("zookeeper://", "zookeeper"))
 }
 
+#[cfg(feature = "etcd")]
+fn etcd(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::EtcdOptions::from_url(url)?;
+    Ok(Box::new(crate::EtcdProvider::new(options)?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("etcd://", "etcd"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +219,26 @@ mod tests {
     #[test]
     fn disabled_backends_name_their_feature() {
         assert!(err("postgres://h/db").contains("feature \"postgres\""));
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    #[test]
+    fn etcd_needs_its_feature() {
+        let e = err("etcds://u:Hunter-22@h:2379/");
+        assert!(
+            e.contains("feature \"etcd\"") && !e.contains("Hunter-22"),
+            "{e}"
+        );
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_urls_are_parsed_lazily_and_never_echoed() {
+        let p = connect("etcd://127.0.0.1:1,127.0.0.1:2/app/le/?fail_fast=false").unwrap();
+        assert_eq!(p.name(), "etcd");
+        let e = err("etcd://127.0.0.1:1?password=Hunter-22");
+        assert!(e.contains("password") && !e.contains("Hunter-22"), "{e}");
+        let e = err("etcd://u:Hunter-22@127.0.0.1:1?connect_timeout=200ms");
+        assert!(!e.contains("Hunter-22"), "{e}");
     }
 }

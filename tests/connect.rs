@@ -67,6 +67,11 @@ fn every_built_backend_leads_from_a_url() {
         common::zookeeper_hosts(),
         common::unique("connect")
     ));
+    leads(&format!(
+        "etcd://{}/{}/?request_timeout=2s",
+        common::etcd_url().trim_start_matches("http://"),
+        common::unique("connect")
+    ));
 }
 
 #[test]
@@ -116,4 +121,32 @@ fn secrets_in_urls_stay_out_of_errors_and_logs() {
     .expect("no server on port 1")
     .report();
     assert_no_secret("Wr0ng-Z-s3cret", &e);
+
+    // etcd: a password for a server without authentication is harmless; one for a server
+    // that is down, or given in the query, never shows.
+    let etcd = common::etcd_url().replace("http://", "etcd://app:Wr0ng-E-s3cret@");
+    let e = connect(&format!(
+        "{etcd}?connect_timeout=300ms&password=Wr0ng-E-s3cret"
+    ))
+    .err()
+    .expect("a password in the query is refused")
+    .report();
+    assert!(e.contains("password"), "{e}");
+    assert_no_secret("Wr0ng-E-s3cret", &e);
+    let e = connect("etcd://app:Wr0ng-E-s3cret@127.0.0.1:1?connect_timeout=300ms")
+        .err()
+        .expect("no server on port 1")
+        .report();
+    assert_no_secret("Wr0ng-E-s3cret", &e);
+    let lazy = connect("etcd://app:Wr0ng-E-s3cret@127.0.0.1:1?fail_fast=false").unwrap();
+    let elector = Elector::builder(lazy)
+        .group(common::unique("connect-etcd"))
+        .lease_ttl(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(elector);
+    assert_no_secret("Wr0ng-E-s3cret", "");
 }

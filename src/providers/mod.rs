@@ -1,6 +1,8 @@
 //! The bundled providers: single-file ones for memory, files and fault injection, one folder
 //! per network backend, and `support/` with the pieces they share.
 
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
 pub(crate) mod faulty;
 #[cfg(feature = "file")]
 pub(crate) mod file;
@@ -15,7 +17,7 @@ pub(crate) mod redis;
         feature = "postgres",
         feature = "redis",
         feature = "zookeeper",
-        feature = "http"
+        feature = "etcd"
     )),
     allow(dead_code)
 )]

@@ -65,10 +65,16 @@ impl Stop {
 /// A provider's listener thread: started by the first watch, stopped when the provider (and so
 /// this slot) is dropped.
 #[derive(Default)]
-#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "etcd")),
+    allow(dead_code)
+)]
 pub(crate) struct Listener(Mutex<Option<Stop>>);
 
-#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "etcd")),
+    allow(dead_code)
+)]
 impl Listener {
     /// Starts the thread named `name` once; `body` builds its work from the stop flag.
     pub(crate) fn ensure<F>(&self, name: &str, body: impl FnOnce(Stop) -> F) -> Result<()>

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// An HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // until the first REST provider
+#[cfg_attr(not(test), allow(dead_code))] // etcd posts only; the other REST backends need the rest
 pub(crate) enum Method {
     Get,
     Head,
@@ -40,9 +40,10 @@ pub(crate) struct Call<'a> {
     pub(super) operation: &'static str,
     pub(super) headers: Vec<(&'a str, &'a str)>,
     pub(super) body: Option<&'a [u8]>,
+    /// Failure statuses this call reads as data (see [`Call::status_as_data`]).
+    pub(super) as_data: Vec<u16>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // until the first REST provider
 impl<'a> Call<'a> {
     /// A request for `path` (`/v1/kv/x?cas=5`: appended to the base URL's path, its query
     /// joined to the base URL's) on behalf of `operation` (`"acquire"`).
@@ -53,6 +54,7 @@ impl<'a> Call<'a> {
             operation,
             headers: Vec::new(),
             body: None,
+            as_data: Vec::new(),
         }
     }
 
@@ -65,6 +67,15 @@ impl<'a> Call<'a> {
     /// Sets the body.
     pub(crate) fn body(mut self, body: &'a [u8]) -> Call<'a> {
         self.body = Some(body);
+        self
+    }
+
+    /// Returns `status` — a failure status such as 401 — to the caller as data instead of an
+    /// error, for a caller that must read the server's reason (etcd answers an expired token
+    /// with 401 and a body that says so); it may still turn the response into the usual error
+    /// with [`HttpClient::unexpected`](super::HttpClient::unexpected). No retry applies to it.
+    pub(crate) fn status_as_data(mut self, status: u16) -> Call<'a> {
+        self.as_data.push(status);
         self
     }
 }
@@ -96,7 +107,6 @@ pub(crate) struct Response {
     pub(super) operation: &'static str,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // until the first REST provider
 impl Response {
     /// The first value of header `name` (any case).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
@@ -119,6 +129,20 @@ impl Response {
             )
             .into(),
         })
+    }
+}
+
+#[cfg(test)]
+impl Response {
+    /// A response as `backend`'s `operation` would receive it, for providers' unit tests.
+    pub(crate) fn for_test(backend: &'static str, status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            backend,
+            operation: "test",
+        }
     }
 }
 

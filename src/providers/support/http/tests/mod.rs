@@ -141,6 +141,40 @@ fn data_statuses_come_back_as_responses() {
 }
 
 #[test]
+fn chosen_failure_statuses_come_back_as_data() {
+    let (server, count) = fixed(401, &[], "{\"code\":16}");
+    let c = client(&server.url);
+    let resp = c
+        .request(&get("/k").status_as_data(401), within(10))
+        .unwrap();
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (401, &b"{\"code\":16}"[..])
+    );
+    // Only the statuses named: the others are still errors.
+    let e = c
+        .request(&get("/k").status_as_data(400), within(10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Backend {
+                transient: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // The caller words one it cannot use as the transport would have.
+    let e = c.unexpected(&get("/k"), &resp);
+    assert!(
+        !e.is_transient() && e.report().contains("HTTP 401"),
+        "{e:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[test]
 fn auth_and_client_errors_are_permanent() {
     for status in [400, 401, 403, 405, 301] {
         let (server, count) = fixed(status, &[("Location", "http://elsewhere/")], "no");
