@@ -64,6 +64,10 @@
 //! | `RedisProvider` | `redis` | `SET NX PX` + Lua, pub/sub hand-off |
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
 //!
+//! To follow who leads without campaigning (dashboards, routing to the leader), start an
+//! [`Observer`]. The `cli` feature builds the `leader-election` command-line tool (see the
+//! README), which runs any program only while it leads.
+//!
 //! Implement [`Provider`] for anything else. With the `testing` feature,
 //! [`testing`] holds the conformance suite every provider must pass.
 #![deny(missing_docs)]
@@ -80,6 +84,7 @@ mod elector;
 mod error;
 mod heartbeat;
 mod lease;
+mod observer;
 mod provider;
 mod providers;
 #[cfg(test)]
@@ -104,6 +109,7 @@ pub use elector::{
 };
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+pub use observer::{DEFAULT_CALL_TIMEOUT, DEFAULT_POLL_INTERVAL, Observer, ObserverBuilder};
 pub use provider::{Provider, Wakeup, Watch};
 pub use providers::faulty::{Faults, FaultyProvider, Operation};
 #[cfg(feature = "file")]

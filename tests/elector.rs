@@ -317,7 +317,11 @@ fn shutdown_with_a_hung_backend_is_bounded() {
     let start = Instant::now();
     let r = a.shutdown();
     // The shutdown timeout (500 ms), with generous slack for a busy machine.
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     assert!(!a.is_leader());
     faults.clear();
