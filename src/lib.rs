@@ -65,6 +65,10 @@
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
 //! | `EtcdProvider` | `etcd` | a lease per term, create-if-absent transaction, prefix watch |
 //!
+//! To follow who leads without campaigning (dashboards, routing to the leader), start an
+//! [`Observer`]. The `cli` feature builds the `leader-election` command-line tool (see the
+//! README), which runs any program only while it leads.
+//!
 //! Implement [`Provider`] for anything else. With the `testing` feature,
 //! [`testing`] holds the conformance suite every provider must pass.
 #![deny(missing_docs)]
@@ -81,6 +85,7 @@ mod elector;
 mod error;
 mod heartbeat;
 mod lease;
+mod observer;
 mod provider;
 mod providers;
 #[cfg(test)]
@@ -105,6 +110,7 @@ pub use elector::{
 };
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
+pub use observer::{DEFAULT_CALL_TIMEOUT, DEFAULT_POLL_INTERVAL, Observer, ObserverBuilder};
 pub use provider::{Provider, Wakeup, Watch};
 #[cfg(feature = "etcd")]
 pub use providers::etcd::EtcdProvider;

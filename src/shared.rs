@@ -154,6 +154,20 @@ impl Shared {
         Changes::new(rx)
     }
 
+    /// Subscribes to what an [`crate::Observer`] reads: the stream starts with the leader last
+    /// read (`None`: nobody leads), then carries each change of it.
+    pub(crate) fn subscribe_observed(&self) -> Changes {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut state = self.state.lock();
+        if !state.closed {
+            let _ = tx.send(LeadershipChange::LeaderChanged {
+                leader: state.observed.clone(),
+            });
+            state.subscribers.push((EventKinds::LEADER_CHANGED, tx));
+        }
+        Changes::new(rx)
+    }
+
     /// Ends every subscription (the streams end once drained).
     pub(crate) fn close(&self) {
         self.health.lock().stopped = true;
