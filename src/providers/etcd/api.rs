@@ -45,6 +45,9 @@ fn int<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
 pub(super) struct Header {
     #[serde(default, deserialize_with = "int")]
     pub(super) revision: i64,
+    /// The Raft term of the member that answered.
+    #[serde(default, deserialize_with = "int")]
+    pub(super) raft_term: i64,
 }
 
 /// A key-value pair (base64 key and value).
@@ -64,6 +67,8 @@ pub(super) struct KeyValue {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RangeResponse {
+    #[serde(default)]
+    pub(super) header: Header,
     #[serde(default)]
     pub(super) kvs: Vec<KeyValue>,
 }
@@ -106,6 +111,8 @@ pub(super) struct LeaseGrantResponse {
 #[derive(Debug, Default, Deserialize)]
 #[allow(non_snake_case)]
 pub(super) struct LeaseKeepAliveResponse {
+    #[serde(default)]
+    pub(super) header: Header,
     #[serde(default, deserialize_with = "int")]
     pub(super) TTL: i64,
 }

@@ -47,9 +47,16 @@ const BACKEND: &str = "etcd";
 /// every group at once. The cost is a grant and a revoke per term, not per heartbeat.
 ///
 /// **Fencing token**: the key's `create_revision`, the cluster-wide revision of the write that
-/// created it. Revisions only grow (compaction keeps them; a snapshot restore keeps them), so
-/// every new term's token is above every earlier one, even after the key was deleted by hand.
-/// Only replacing the cluster with a new one (fresh data directories) resets them.
+/// created it. Revisions only grow (compaction keeps them), so every new term's token is above
+/// every earlier one, even after the key was deleted by hand. Replacing the cluster with a new
+/// one (fresh data directories) resets them, and so does restoring an *older* snapshot, which
+/// sets the revision back to the snapshot's: restore with `etcdutl snapshot restore
+/// --bump-revision N --mark-compacted` (N above the revisions issued since the snapshot).
+///
+/// **Raft terms**: a renew is accepted only if its keepalive and its check were answered in the
+/// same Raft term; otherwise a deposed etcd leader that has not noticed (etcd issue 15247, in
+/// releases before its fix) could refresh a lease that the new leader expires, while the check
+/// is served elsewhere. The renew then fails (transient) and the elector's deadline decides.
 ///
 /// **Renew: two round trips.** etcd has no single request that both refreshes a lease and
 /// checks a key: a keepalive takes only the lease id, and a transaction cannot touch a lease's
@@ -297,7 +304,7 @@ impl Provider for EtcdProvider {
             return Ok(Renewal::Lost(None));
         };
         let ttl = ttl_secs(lease.ttl);
-        let granted = self.cluster.keepalive(id, deadline)?;
+        let (granted, lease_term) = self.cluster.keepalive(id, deadline)?;
         if granted == 0 {
             return Ok(Renewal::Lost(None));
         }
@@ -305,7 +312,21 @@ impl Provider for EtcdProvider {
             return Err(short_lease("renew", granted, ttl));
         }
         let group = &lease.info.group;
-        match self.cluster.get(&self.key(group), "renew", deadline)? {
+        let (kv, read_term) = self
+            .cluster
+            .get_with_term(&self.key(group), "renew", deadline)?;
+        // Both answers must come from one Raft term: a deposed etcd leader that has not noticed
+        // (etcd issue 15247) can still refresh a lease that the new leader will expire, and a
+        // read served elsewhere would then wrongly confirm it.
+        if lease_term != read_term {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                operation: "renew",
+                transient: true,
+                source: "the keepalive and the check were answered in different Raft terms".into(),
+            });
+        }
+        match kv {
             Some(kv)
                 if kv.lease == id
                     && u64::try_from(kv.create_revision).ok() == Some(lease.fencing_token()) =>

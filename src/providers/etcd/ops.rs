@@ -55,7 +55,9 @@ impl Cluster {
     /// Refreshes lease `id` to its full TTL from the moment etcd's leader processes it;
     /// returns that TTL, `0` if the lease is gone (expired or revoked: etcd never renews an
     /// expired lease, it waits for the revocation and reports it not found).
-    pub(super) fn keepalive(&self, id: i64, deadline: Instant) -> Result<i64> {
+    /// Refreshes lease `id`: the TTL it was given (0: the lease is gone) and the Raft term of
+    /// the member that answered.
+    pub(super) fn keepalive(&self, id: i64, deadline: Instant) -> Result<(i64, i64)> {
         let body = json!({ "ID": id.to_string() });
         match self.post("/v3/lease/keepalive", "renew", &body, deadline)? {
             Reply::Ok(r) => {
@@ -65,11 +67,10 @@ impl Cluster {
                     .split(|&b| b == b'\n')
                     .find(|l| !l.iter().all(u8::is_ascii_whitespace))
                     .ok_or_else(|| unexpected("renew", "an empty keepalive stream"))?;
-                Ok(stream_line::<LeaseKeepAliveResponse>(line, "renew")?
-                    .TTL
-                    .max(0))
+                let answer = stream_line::<LeaseKeepAliveResponse>(line, "renew")?;
+                Ok((answer.TTL.max(0), answer.header.raft_term))
             }
-            Reply::LeaseNotFound => Ok(0),
+            Reply::LeaseNotFound => Ok((0, 0)),
         }
     }
 
@@ -87,9 +88,22 @@ impl Cluster {
         operation: &'static str,
         deadline: Instant,
     ) -> Result<Option<KeyValue>> {
+        Ok(self.get_with_term(key, operation, deadline)?.0)
+    }
+
+    /// As [`Cluster::get`], with the Raft term of the member that answered.
+    pub(super) fn get_with_term(
+        &self,
+        key: &str,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<(Option<KeyValue>, i64)> {
         let body = json!({ "key": b64(key.as_bytes()) });
         match self.post("/v3/kv/range", operation, &body, deadline)? {
-            Reply::Ok(r) => Ok(r.json::<RangeResponse>()?.kvs.into_iter().next()),
+            Reply::Ok(r) => {
+                let answer = r.json::<RangeResponse>()?;
+                Ok((answer.kvs.into_iter().next(), answer.header.raft_term))
+            }
             Reply::LeaseNotFound => Err(unexpected(operation, "lease not found on a read")),
         }
     }

@@ -216,7 +216,9 @@ impl EtcdOptions {
             return Err(bad());
         };
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if rest.contains('#') {
+        // An `@` after the `?` means a password with an unescaped `?` was split: refuse it
+        // without naming any part of it (it would echo part of the password).
+        if rest.contains('#') || query.contains('@') {
             return Err(bad());
         }
         let (auth, rest) = match rest.rsplit_once('@') {
