@@ -18,6 +18,10 @@ use crate::providers::memory::MemoryProvider;
 /// | `postgres://…`, `postgresql://…` | `PostgresProvider` (`postgres`) |
 /// | `redis://…`, `rediss://…` | `RedisProvider` (`redis`) |
 /// | `zookeeper://[user:pw@]h1:2181,h2:2181[/chroot]` | `ZooKeeperProvider` (`zookeeper`) |
+/// | `consul://host:8500[/key/prefix/]`, `consul+https://…` | `ConsulProvider` (`consul`) |
+///
+/// A Consul ACL token never goes in the URL (a `token` parameter is refused): it is read from
+/// the `CONSUL_HTTP_TOKEN` environment variable, as Consul's own tools do.
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -47,11 +51,12 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "postgres" | "postgresql" => postgres(url),
         "redis" | "rediss" => redis(url),
         "zookeeper" => zookeeper(url),
+        "consul" | "consul+https" => consul(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
-                 rediss://, zookeeper://"
+                 rediss://, zookeeper://, consul://, consul+https://"
             ),
         )),
     }
@@ -61,7 +66,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "file",
     feature = "postgres",
     feature = "redis",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "consul"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -151,6 +157,17 @@ fn zookeeper(url: &str) -> Result<Box<dyn Provider>> {
 #[cfg(not(feature = "zookeeper"))]
 fn zookeeper(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("zookeeper://", "zookeeper"))
+}
+
+#[cfg(feature = "consul")]
+fn consul(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::ConsulOptions::from_url(url)?;
+    Ok(Box::new(crate::ConsulProvider::new(options)?))
+}
+
+#[cfg(not(feature = "consul"))]
+fn consul(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("consul://", "consul"))
 }
 
 #[cfg(test)]

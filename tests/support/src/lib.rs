@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests of `leader-election` (a dev-only crate, never
 //! published): unique names, polling, thread and CPU readings, error chains and elector
 //! helpers here; one module per server — [`postgres`], [`redis`], [`zookeeper`] — with the
-//! shared server's URL and a private instance a test may stop, restart or break at will; and
-//! [`tls`] for test certificates.
+//! shared server's URL and a private instance a test may stop, restart or break at will;
+//! [`consul_double`], a model of Consul's HTTP API (no Consul server can be installed here);
+//! and [`tls`] for test certificates.
 //!
 //! The shared servers (started by `scripts/services.sh` or docker compose) serve the
 //! conformance suites. Tests that restart or break a server start their own instance on a free
@@ -12,11 +13,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod consul_double;
 pub mod postgres;
 pub mod redis;
 pub mod tls;
 pub mod zookeeper;
 
+pub use consul_double::{ConsulDouble, consul_addr};
 pub use postgres::{PrivatePostgres, postgres_url};
 pub use redis::{PrivateRedis, redis_url};
 pub use tls::make_tls_certs;
