@@ -7,6 +7,7 @@
 //!
 //! Network providers are measured next to one raw round trip of the same client, so their
 //! overhead reads as a ratio; a provider whose server is not reachable is skipped with a note.
+//! Consul runs against the tests' Consul API double (and a real agent with `LE_CONSUL_ADDR`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -222,6 +223,75 @@ fn etcd(c: &mut Criterion) {
 }
 #[cfg(not(feature = "etcd"))]
 fn etcd(_: &mut Criterion) {}
+/// Consul against the API double of the tests (no Consul server can be installed here), and
+/// against a real agent too when `LE_CONSUL_ADDR` is set: renew (a session renew and a read of
+/// the key, two round trips) next to one raw `GET /v1/status/leader` on the same agent.
+#[cfg(feature = "consul")]
+fn consul(c: &mut Criterion) {
+    use leader_election::{ConsulOptions, ConsulProvider, Wakeup};
+    let double = le_test_support::ConsulDouble::start();
+    let mut targets = vec![("consul-double", double.url())];
+    if let Some(addr) = le_test_support::consul_addr() {
+        targets.push(("consul-real", addr));
+    }
+    for (name, url) in targets {
+        let mut options =
+            ConsulOptions::new(&url).key_prefix(format!("le-bench-{}/", std::process::id()));
+        if let Ok(token) = std::env::var("CONSUL_HTTP_TOKEN") {
+            options = options.token(token);
+        }
+        let (a, b) = match (
+            ConsulProvider::new(options.clone()),
+            ConsulProvider::new(options),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{name}: skipped, agent not reachable: {e}");
+                continue;
+            }
+        };
+        let agent = ::ureq::Agent::new_with_defaults();
+        let leader = format!("{url}/v1/status/leader");
+        c.bench_function(&format!("{name}/raw GET /v1/status/leader"), |bch| {
+            bch.iter(|| {
+                let mut resp = agent.get(&leader).call().expect("status/leader");
+                black_box(resp.body_mut().read_to_string().expect("body"))
+            })
+        });
+        bench_provider(c, name, &a);
+
+        // Hand-off: from the leader's release to its watching successor holding the lease.
+        let g = group(&format!("{name}-handoff"));
+        let (wakeup, woken) = Wakeup::channel();
+        let _watch = b.watch(&g, wakeup).expect("watch");
+        c.bench_function(&format!("{name}/hand-off on release"), |bch| {
+            bch.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let la = acquire(&a, &g, "a");
+                    let req_b = AcquireRequest::new(&g, "b", Duration::from_secs(30));
+                    assert!(matches!(
+                        b.try_acquire(&req_b, deadline()).expect("campaign"),
+                        Acquisition::Held(_)
+                    ));
+                    while woken.try_recv().is_ok() {}
+                    let start = Instant::now();
+                    a.release(&la, deadline()).expect("release");
+                    woken.recv_timeout(Duration::from_secs(5)).expect("wake-up");
+                    let lb = match b.try_acquire(&req_b, deadline()).expect("acquire") {
+                        Acquisition::Acquired(l) => l,
+                        Acquisition::Held(l) => panic!("still held by {l:?}"),
+                    };
+                    total += start.elapsed();
+                    b.release(&lb, deadline()).expect("release");
+                }
+                total
+            })
+        });
+    }
+}
+#[cfg(not(feature = "consul"))]
+fn consul(_: &mut Criterion) {}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -233,6 +303,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file, postgres, redis, zookeeper, etcd
+    targets = memory, file, postgres, redis, zookeeper, etcd, consul
 }
 criterion_main!(benches);

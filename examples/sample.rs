@@ -7,7 +7,10 @@
 //! cargo run --example sample --features postgres -- postgres://user:pw@127.0.0.1/db
 //! cargo run --example sample --features redis -- redis://127.0.0.1:6379/
 //! cargo run --example sample --features zookeeper -- 'zookeeper://127.0.0.1:2181?session_timeout=6s'
+//! cargo run --example sample --features consul -- consul://127.0.0.1:8500/leader-election/
 //! ```
+//!
+//! A Consul ACL token comes from the `CONSUL_HTTP_TOKEN` environment variable, never the URL.
 //!
 //! The backend is `memory`, `file [DIR]`, or any connection URL [`leader_election::connect`]
 //! takes (its query parameters are the README's options table). Options after it:
@@ -22,7 +25,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         URL          (postgres://, redis://, rediss://, zookeeper://, file:///dir, memory:)"
+         URL          (postgres://, redis://, rediss://, zookeeper://, consul://, file:///dir, memory:)"
     );
     std::process::exit(2)
 }

@@ -19,6 +19,10 @@ use crate::providers::memory::MemoryProvider;
 /// | `redis://…`, `rediss://…` | `RedisProvider` (`redis`) |
 /// | `zookeeper://[user:pw@]h1:2181,h2:2181[/chroot]` | `ZooKeeperProvider` (`zookeeper`) |
 /// | `etcd://[user:pw@]h1:2379[,h2:2379][/prefix/]`, `etcds://…` (https) | `EtcdProvider` (`etcd`) |
+/// | `consul://host:8500[/key/prefix/]`, `consul+https://…` | `ConsulProvider` (`consul`) |
+///
+/// A Consul ACL token never goes in the URL (a `token` parameter is refused): it is read from
+/// the `CONSUL_HTTP_TOKEN` environment variable, as Consul's own tools do.
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -49,11 +53,12 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "redis" | "rediss" => redis(url),
         "zookeeper" => zookeeper(url),
         "etcd" | "etcds" => etcd(url),
+        "consul" | "consul+https" => consul(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
-                 rediss://, zookeeper://, etcd://, etcds://"
+                 rediss://, zookeeper://, etcd://, etcds://, consul://, consul+https://"
             ),
         )),
     }
@@ -64,7 +69,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "postgres",
     feature = "redis",
     feature = "zookeeper",
-    feature = "etcd"
+    feature = "etcd",
+    feature = "consul"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -165,6 +171,17 @@ fn etcd(url: &str) -> Result<Box<dyn Provider>> {
 #[cfg(not(feature = "etcd"))]
 fn etcd(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("etcd://", "etcd"))
+}
+
+#[cfg(feature = "consul")]
+fn consul(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::ConsulOptions::from_url(url)?;
+    Ok(Box::new(crate::ConsulProvider::new(options)?))
+}
+
+#[cfg(not(feature = "consul"))]
+fn consul(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("consul://", "consul"))
 }
 
 #[cfg(test)]

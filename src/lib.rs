@@ -64,6 +64,7 @@
 //! | `RedisProvider` | `redis` | `SET NX PX` + Lua, pub/sub hand-off |
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
 //! | `EtcdProvider` | `etcd` | a lease per term, create-if-absent transaction, prefix watch |
+//! | `ConsulProvider` | `consul` | KV key locked by a check-free TTL session, blocking-query watch |
 //!
 //! To follow who leads without campaigning (dashboards, routing to the leader), start an
 //! [`Observer`]. The `cli` feature builds the `leader-election` command-line tool (see the
@@ -112,6 +113,10 @@ pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 pub use observer::{DEFAULT_CALL_TIMEOUT, DEFAULT_POLL_INTERVAL, Observer, ObserverBuilder};
 pub use provider::{Provider, Wakeup, Watch};
+#[cfg(feature = "consul")]
+pub use providers::consul::ConsulProvider;
+#[cfg(feature = "consul")]
+pub use providers::consul::options::ConsulOptions;
 #[cfg(feature = "etcd")]
 pub use providers::etcd::EtcdProvider;
 #[cfg(feature = "etcd")]

@@ -1,6 +1,6 @@
-//! `leader_election::connect(url)` against the live servers: a provider from every backend's
-//! URL leads, its options come from the query, and no secret in a URL reaches an error or a
-//! log line (the log output is captured and searched).
+//! `leader_election::connect(url)` against the live servers (and the Consul API double): a
+//! provider from every backend's URL leads, its options come from the query, and no secret in
+//! a URL reaches an error or a log line (the log output is captured and searched).
 
 use std::time::Duration;
 
@@ -72,6 +72,12 @@ fn every_built_backend_leads_from_a_url() {
         common::etcd_url().trim_start_matches("http://"),
         common::unique("connect")
     ));
+    let consul = common::ConsulDouble::start();
+    leads(&format!(
+        "consul://{}/{}/election/?lock_delay=1s&watch_wait=5s&request_timeout=2s",
+        consul.addr(),
+        common::unique("connect")
+    ));
 }
 
 #[test]
@@ -113,6 +119,19 @@ fn secrets_in_urls_stay_out_of_errors_and_logs() {
         .report();
     assert!(e.contains("password"), "{e}");
     assert_no_secret("Wr0ng-Q-s3cret", &e);
+
+    // A Consul ACL token never comes from a URL: the parameter is refused, not echoed.
+    let e = connect("consul://127.0.0.1:1/app/?token=Wr0ng-C-s3cret")
+        .err()
+        .expect("a token in the URL is refused")
+        .report();
+    assert!(e.contains("CONSUL_HTTP_TOKEN"), "{e}");
+    assert_no_secret("Wr0ng-C-s3cret", &e);
+    let e = connect("consul://app:Wr0ng-C2-s3cret@127.0.0.1:1/app/")
+        .err()
+        .expect("credentials in the URL are refused")
+        .report();
+    assert_no_secret("Wr0ng-C2-s3cret", &e);
 
     let e = connect(
         "zookeeper://app:Wr0ng-Z-s3cret@127.0.0.1:1?session_timeout=2s&connect_timeout=300ms",

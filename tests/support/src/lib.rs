@@ -2,7 +2,8 @@
 //! published): unique names, polling, thread and CPU readings, error chains and elector
 //! helpers here; one module per server — [`postgres`], [`redis`], [`zookeeper`], [`etcd`] —
 //! with the shared server's URL and a private instance a test may stop, restart or break at
-//! will; and [`tls`] for test certificates.
+//! will; [`consul_double`], a model of Consul's HTTP API (no Consul server can be installed
+//! here); and [`tls`] for test certificates.
 //!
 //! The shared servers (started by `scripts/services.sh` or docker compose) serve the
 //! conformance suites. Tests that restart or break a server start their own instance on a free
@@ -12,6 +13,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod consul_double;
 pub mod etcd;
 pub mod logs;
 pub mod postgres;
@@ -19,6 +21,7 @@ pub mod redis;
 pub mod tls;
 pub mod zookeeper;
 
+pub use consul_double::{ConsulDouble, consul_addr};
 pub use etcd::{PrivateEtcd, TcpProxy, etcd_url};
 pub use postgres::{PrivatePostgres, postgres_url};
 pub use redis::{PrivateRedis, redis_url};

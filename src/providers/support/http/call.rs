@@ -42,6 +42,8 @@ pub(crate) struct Call<'a> {
     pub(super) body: Option<&'a [u8]>,
     /// Failure statuses this call reads as data (see [`Call::status_as_data`]).
     pub(super) as_data: Vec<u16>,
+    /// What error text and logs show instead of `path`, when the path holds a secret.
+    pub(super) shown: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
@@ -55,7 +57,20 @@ impl<'a> Call<'a> {
             headers: Vec::new(),
             body: None,
             as_data: Vec::new(),
+            shown: None,
         }
+    }
+
+    /// Shows `shown` instead of the real path in error text, logs and `Debug`: for paths that
+    /// carry a secret (Consul's `/v1/session/renew/<session id>`).
+    pub(crate) fn redact_path(mut self, shown: &'a str) -> Call<'a> {
+        self.shown = Some(shown);
+        self
+    }
+
+    /// The path error text and logs may show.
+    pub(super) fn shown_path(&self) -> &'a str {
+        self.shown.unwrap_or(self.path)
     }
 
     /// Adds a header. Its value is never logged nor put in an error: tokens go here.
@@ -82,7 +97,7 @@ impl<'a> Call<'a> {
 
 impl std::fmt::Debug for Call<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = self.path.split('?').next().unwrap_or_default();
+        let path = self.shown_path().split('?').next().unwrap_or_default();
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
         f.debug_struct("Call")
             .field("method", &self.method)

@@ -101,7 +101,7 @@ impl HttpClient {
     pub(crate) fn request(&self, call: &Call<'_>, deadline: Instant) -> Result<Response> {
         check_headers(call)?;
         let url = self.url(call.path);
-        let target = status::target(call.method.as_str(), &url);
+        let target = status::target(call.method.as_str(), &self.url(call.shown_path()));
         let mut retried_connection = false;
         let mut honoured_retry_after = false;
         loop {
@@ -187,7 +187,7 @@ impl HttpClient {
     /// The error for `response` when its status is one the caller did not expect (a data
     /// status it has no use for, say): as [`HttpClient::request`] reports failures.
     pub(crate) fn unexpected(&self, call: &Call<'_>, response: &Response) -> Error {
-        let target = status::target(call.method.as_str(), &self.url(call.path));
+        let target = status::target(call.method.as_str(), &self.url(call.shown_path()));
         self.status_error(call.operation, &target, response)
     }
 

@@ -73,7 +73,7 @@ impl Watch {
         check_headers(call)?;
         let client = &self.client;
         let url = client.url(call.path);
-        let target = status::target(call.method.as_str(), &url);
+        let target = status::target(call.method.as_str(), &client.url(call.shown_path()));
         let allowed = wait.saturating_add(client.request_timeout);
         let limits = Limits {
             connect: client.connect_timeout,
@@ -108,7 +108,7 @@ impl Watch {
         let client = &self.client;
         let (backend, operation) = (client.backend, call.operation);
         let url = client.url(call.path);
-        let target = status::target(call.method.as_str(), &url);
+        let target = status::target(call.method.as_str(), &client.url(call.shown_path()));
         let limits = Limits {
             connect: client.connect_timeout,
             response: Some(client.request_timeout),

@@ -213,3 +213,31 @@ fn debug_forms() {
     }
     assert!(format!("{call:?}").contains("Authorization"));
 }
+
+#[test]
+fn redacted_paths() {
+    // A path holding a secret (Consul's /v1/session/renew/<id>) shows only its redacted form,
+    // in status errors, transport errors and Debug.
+    let path = format!("/v1/session/renew/{SECRET}s");
+    let call = Call::new(Method::Put, &path, "renew").redact_path("/v1/session/renew/(session)");
+    let server = echoing(500, "Boom");
+    let c = secret_client(&server.addr.to_string());
+    let e = c.request(&call, within(10)).unwrap_err();
+    assert_clean(&e, "redacted status");
+    assert!(
+        e.report().contains("/v1/session/renew/(session)"),
+        "{}",
+        e.report()
+    );
+    let server = Raw::start(|conn, _| drain(conn));
+    let e = secret_client(&server.addr.to_string())
+        .request(&call, within(1))
+        .unwrap_err();
+    assert_clean(&e, "redacted timeout");
+    assert!(!format!("{call:?}").contains(SECRET));
+    let stop = Stop::default();
+    let server = echoing(403, "Denied");
+    let w = secret_client(&server.addr.to_string()).watch(&stop);
+    let e = w.long_poll(&call, Duration::from_secs(5)).unwrap_err();
+    assert_clean(&e, "redacted long poll");
+}
