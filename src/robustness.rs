@@ -93,7 +93,7 @@ proptest! {
         {
             let _ = crate::PostgresOptions::from_url(&format!("postgres://{rest}"));
             let _ = crate::providers::postgres::options::describe(&rest);
-            let _ = crate::providers::postgres::sslmode_of(&rest);
+            crate::providers::postgres::sslmode_of(&rest);
         }
         #[cfg(feature = "redis")]
         let _ = crate::RedisOptions::from_url(&format!("redis://{rest}"));
