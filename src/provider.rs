@@ -103,7 +103,9 @@ pub trait Provider: Send + Sync + 'static {
     /// backend cannot push, in which case followers poll every retry interval. Dropping the
     /// returned [`Watch`] must stop the pushing and free its resources without blocking (signal
     /// a background thread; never join it). Must not block for longer than one round trip to
-    /// the backend.
+    /// the backend — or, for a provider whose background listener must first connect, its
+    /// connect timeout: a watch should be returned once changes really arrive, since the
+    /// elector reports it established ([`crate::Status::watch_established`]).
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         let _ = (group, wakeup);
         Ok(None)

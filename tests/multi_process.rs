@@ -4,7 +4,10 @@
 //! Each child polls `is_leader()` every millisecond and logs its leadership intervals on
 //! CLOCK_MONOTONIC, which all processes on one machine share. Intervals are widened
 //! conservatively: a term starts at the last check that saw "not leader" and ends at the first
-//! check after that saw "not leader" again (or when the parent reaped the killed process).
+//! check after that saw "not leader" again. A killed leader's term ends at its kill at the
+//! latest: the parent notes the time just before it sends SIGKILL (a process cannot run after
+//! the signal lands, and its successor cannot lead before), not after reaping it — a fast
+//! successor would otherwise look like an overlap.
 #![cfg(all(unix, feature = "file"))]
 
 use std::fs::OpenOptions;
@@ -36,9 +39,9 @@ fn child_role() {
     let elector = Elector::builder(FileProvider::new(dir.join("locks")).expect("provider"))
         .group(GROUP)
         .participant_id(&id)
-        .lease_ttl(Duration::from_secs(2))
-        .safety_margin(Duration::from_millis(200))
-        .heartbeat_interval(Duration::from_millis(400))
+        .lease_ttl(Duration::from_secs(3))
+        .safety_margin(Duration::from_secs(1))
+        .heartbeat_interval(Duration::from_millis(500))
         .retry_interval(Duration::from_millis(100))
         .start()
         .expect("start");
@@ -104,7 +107,7 @@ struct Term {
     token: u64,
 }
 
-/// Parses every child's log into terms; an open term ends when its process was reaped.
+/// Parses every child's log into terms; an open term ends when its process was killed.
 fn terms(dir: &Path, procs: &[Proc]) -> Vec<Term> {
     let mut out = Vec::new();
     for p in procs {
@@ -172,10 +175,10 @@ fn multi_process_failover() {
         last_token = leader.token;
         std::thread::sleep(Duration::from_millis(500)); // followers are campaigning
         let p = procs.iter_mut().find(|p| p.id == leader.who).unwrap();
-        p.child.kill().expect("SIGKILL");
-        p.child.wait().expect("reap");
         let killed = mono_ns();
         p.killed_at = Some(killed);
+        p.child.kill().expect("SIGKILL");
+        p.child.wait().expect("reap");
         let next = wait_for_new_leader(dir, &procs, last_token);
         failovers.push(Duration::from_nanos(next.start.saturating_sub(killed)));
     }

@@ -2,9 +2,11 @@
 //! thread never blocks on the backend. The heartbeat thread sends it [`Call`]s (each a [`Job`]
 //! with an id and a deadline) through an [`IoLink`]; it runs them one at a time, in order, and
 //! answers each with an [`Outcome`] under the same id. A panicking provider reads as a
-//! transient error. Once the heartbeat thread is gone ("orphaned"), it still runs the queued
-//! releases and withdrawals, and releases a lease that an acquire won too late, so nothing
-//! stays held on the backend.
+//! transient error. Once the heartbeat thread is gone ("orphaned": it closed the answers, or
+//! its end of the channel is gone), it still runs the queued releases and withdrawals, and
+//! releases a lease that an acquire won too late, so nothing stays held on the backend. The
+//! answers are closed under a lock the I/O thread sends under, so every answer is either
+//! delivered before the close (and read by the heartbeat thread's last drain) or not at all.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::clock::{Clock, Moment};
 use crate::shared::Shared;
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, Lease, Renewal};
@@ -73,6 +76,8 @@ pub(super) struct IoLink {
     dead: bool,
     /// Turns the machine's deadlines into the `Instant`s providers take.
     clock: Clock,
+    /// `true` once the heartbeat thread reads no more answers (see [`IoLink::close_answers`]).
+    closed: Arc<Mutex<bool>>,
 }
 
 impl IoLink {
@@ -114,6 +119,13 @@ impl IoLink {
     pub(super) fn is_dead(&self) -> bool {
         self.dead
     }
+
+    /// Tells the I/O thread that no more answers will be read: from now on it keeps what it
+    /// would have answered (releasing a lease an acquire won) and runs only the queued
+    /// releases and withdrawals. Every answer sent before this returns is in the channel.
+    pub(super) fn close_answers(&self) {
+        *self.closed.lock() = true;
+    }
 }
 
 /// Spawns the I/O thread (named `le-io-{short}`) for `provider`.
@@ -126,9 +138,14 @@ pub(super) fn spawn(
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (out_tx, out_rx) = crossbeam_channel::unbounded();
     let io_shared = shared.clone();
+    let closed = Arc::new(Mutex::new(false));
+    let answers = Answers {
+        out: out_tx,
+        closed: closed.clone(),
+    };
     std::thread::Builder::new()
         .name(format!("le-io-{short}"))
-        .spawn(move || io_loop(&*provider, &io_shared, job_rx, out_tx))
+        .spawn(move || io_loop(&*provider, &io_shared, job_rx, &answers))
         .map_err(|e| Error::io("spawning the elector's I/O thread", e))?;
     let link = IoLink {
         clock: shared.clock().clone(),
@@ -137,8 +154,30 @@ pub(super) fn spawn(
         next_id: 0,
         outstanding: 0,
         dead: false,
+        closed,
     };
     Ok((link, out_rx))
+}
+
+/// The I/O thread's end of the answers.
+struct Answers {
+    out: Sender<(u64, Outcome)>,
+    /// Set by [`IoLink::close_answers`]; answers are sent while holding it.
+    closed: Arc<Mutex<bool>>,
+}
+
+impl Answers {
+    /// Delivers an answer; gives it back if nobody will read it.
+    fn send(&self, id: u64, outcome: Outcome) -> Option<Outcome> {
+        let closed = self.closed.lock();
+        if *closed {
+            return Some(outcome);
+        }
+        self.out
+            .send((id, outcome))
+            .err()
+            .map(|crossbeam_channel::SendError((_, outcome))| outcome)
+    }
 }
 
 /// How long a release or withdrawal gets once nobody waits for it (see [`io_loop`]).
@@ -149,12 +188,7 @@ const ORPHANED_CALL_TIME: Duration = Duration::from_secs(5);
 /// If the heartbeat thread is gone (a shutdown that gave up waiting for a hung call), the
 /// remaining queued releases still run, and a lease acquired too late is released, so nothing
 /// stays held on the backend.
-fn io_loop(
-    provider: &dyn Provider,
-    shared: &Shared,
-    jobs: Receiver<Job>,
-    out: Sender<(u64, Outcome)>,
-) {
+fn io_loop(provider: &dyn Provider, shared: &Shared, jobs: Receiver<Job>, answers: &Answers) {
     let mut orphaned = false;
     for job in jobs {
         if orphaned && !matches!(job.call, Call::Release(_) | Call::Withdraw(..)) {
@@ -173,7 +207,7 @@ fn io_loop(
         if orphaned {
             continue;
         }
-        if let Err(crossbeam_channel::SendError((_, outcome))) = out.send((job.id, outcome)) {
+        if let Some(outcome) = answers.send(job.id, outcome) {
             orphaned = true;
             if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
                 let deadline = Instant::now() + lease.ttl;

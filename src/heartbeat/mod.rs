@@ -7,6 +7,11 @@
 //! thread* ([`io`]) makes the provider calls, one at a time, so the heartbeat thread never
 //! blocks on the backend: it always wakes at the leader's deadline, whatever the backend is
 //! doing.
+//!
+//! When the heartbeat thread stops, it closes the I/O thread's answers and reads those already
+//! sent: a campaign that won after a shutdown gave up waiting has its lease released through
+//! the I/O thread (which runs queued releases even once nobody reads its answers), rather than
+//! left held until its TTL.
 
 mod io;
 mod state;
@@ -168,5 +173,100 @@ fn run(
             default(timeout) => {}
         }
     }
-    machine.finish();
+    #[cfg(test)]
+    hooks::run_after_loop(&machine.config().group, &outcomes);
+    machine.finish(&outcomes);
+}
+
+/// Test seams of the heartbeat thread.
+#[cfg(test)]
+mod hooks {
+    use std::sync::Mutex;
+
+    use super::io::Outcomes;
+
+    type AfterLoop = Box<dyn FnOnce(&Outcomes) + Send>;
+
+    static AFTER_LOOP: Mutex<Vec<(String, AfterLoop)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` on the heartbeat thread of the elector of `group` once its loop has ended,
+    /// before it closes and reads the last answers: a test can make an answer arrive then.
+    pub(super) fn after_loop(group: &str, hook: impl FnOnce(&Outcomes) + Send + 'static) {
+        let mut hooks = AFTER_LOOP.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.push((group.to_owned(), Box::new(hook)));
+    }
+
+    pub(super) fn run_after_loop(group: &str, outcomes: &Outcomes) {
+        let mine: Vec<AfterLoop> = {
+            let mut hooks = AFTER_LOOP.lock().unwrap_or_else(|e| e.into_inner());
+            let (mine, others) = std::mem::take(&mut *hooks)
+                .into_iter()
+                .partition(|(g, _)| g == group);
+            *hooks = others;
+            mine.into_iter().map(|(_, hook)| hook).collect()
+        };
+        for hook in mine {
+            hook(outcomes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::{Elector, Error, FaultyProvider, MemoryProvider, Operation, Provider};
+
+    fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + within;
+        while !f() {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// A campaign whose `Acquired` answer arrives after a shutdown gave up waiting, but before
+    /// the heartbeat thread let go of its answers: the lease it won is released at once, not
+    /// left held for its TTL (60 s here).
+    #[test]
+    fn a_lease_won_after_the_shutdown_gave_up_is_released() {
+        let group = "late-win-after-shutdown";
+        let memory = MemoryProvider::new();
+        let faulty = FaultyProvider::new(memory.clone());
+        let faults = faulty.faults();
+        faults.only(&[Operation::Acquire]);
+        faults.hang();
+        let elector = Elector::builder(faulty)
+            .group(group)
+            .participant_id("a")
+            .lease_ttl(Duration::from_secs(60))
+            .heartbeat_interval(Duration::from_secs(5))
+            .retry_interval(Duration::from_secs(30))
+            .shutdown_timeout(Duration::from_millis(200))
+            .start()
+            .unwrap();
+        // The first campaign hangs before it reaches the backend.
+        assert!(wait_for(Duration::from_secs(10), || faults.hung_calls() == 1));
+        // Once the shutdown gave up and the loop ended, the campaign goes through and wins;
+        // its answer is in the channel before the heartbeat thread goes on.
+        let f = faults.clone();
+        super::hooks::after_loop(group, move |outcomes| {
+            f.unhang();
+            let _ = wait_for(Duration::from_secs(10), || !outcomes.is_empty());
+        });
+        let result = elector.shutdown();
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+        assert_eq!(memory.last_token(group), 1, "the late campaign won");
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        assert!(
+            wait_for(Duration::from_secs(10), || memory
+                .leader(group, deadline())
+                .is_ok_and(|l| l.is_none())),
+            "the lease won after the shutdown gave up is still held"
+        );
+        assert!(!elector.is_leader());
+    }
 }

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::io::{Call, IoLink};
+use super::io::{Call, IoLink, Outcome, Outcomes};
 use crate::change::{LeadershipChange, LostReason};
 use crate::clock::Moment;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lease::{AcquireRequest, Lease};
+use crate::lease::{AcquireRequest, Acquisition, Lease};
 use crate::provider::{Wakeup, Watch};
 use crate::shared::Shared;
 use crate::{telemetry, util};
@@ -393,9 +393,12 @@ impl Machine {
 
     /// Ends the elector: closes the subscriptions and answers the shutdown, if any, with
     /// [`Error::Timeout`] if it gave up with calls still out, else the last release error.
-    pub(super) fn finish(self) {
+    /// Then closes the I/O thread's answers and releases any lease that a campaign won in an
+    /// answer the loop did not read (it arrived after the shutdown gave up).
+    pub(super) fn finish(mut self, outcomes: &Outcomes) {
         let now = self.now();
-        let (stopping, release_error) = match self.phase {
+        let phase = std::mem::replace(&mut self.phase, Phase::Following { campaign: None });
+        let (stopping, release_error) = match phase {
             Phase::Stopping {
                 reply,
                 give_up_at,
@@ -425,6 +428,17 @@ impl Machine {
         );
         if let Some((reply, _)) = stopping {
             let _ = reply.send(result);
+        }
+        self.io.close_answers();
+        for (_, outcome) in outcomes.try_iter() {
+            if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
+                log::debug!(
+                    "leader election {:?}: releasing a lease acquired after the heartbeat stopped",
+                    self.config.group
+                );
+                let deadline = self.now() + self.config.heartbeat_interval;
+                self.io.send(Call::Release(lease), deadline);
+            }
         }
     }
 }

@@ -1,4 +1,6 @@
-//! A wrapper that injects faults into any provider, for testing electors under backend trouble.
+//! A wrapper that injects faults into any provider, for testing electors under backend trouble:
+//! failures, hangs, and latency either before a call reaches the backend (the backend acts
+//! late) or after it returns (the backend acted at once, the answer comes late).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +48,10 @@ impl Operation {
 struct Plan {
     fail_next: u32,
     fail_permanent: bool,
+    /// Slept before the backend call.
     latency: Duration,
+    /// Slept after the backend call returned.
+    latency_after: Duration,
     hang: bool,
     only: Option<Vec<Operation>>,
     calls: [u64; 5],
@@ -94,9 +99,38 @@ impl Faults {
         p.fail_permanent = true;
     }
 
-    /// Delays every affected call by `latency` before it reaches the backend.
+    /// Delays every affected call by `latency` before it reaches the backend: the same as
+    /// [`Faults::set_latency_before`] (the backend acts late; nothing changes meanwhile).
     pub fn set_latency(&self, latency: Duration) {
+        self.set_latency_before(latency);
+    }
+
+    /// Delays every affected call by `latency` *before* it reaches the backend, so the backend
+    /// acts `latency` after the call was made.
+    pub fn set_latency_before(&self, latency: Duration) {
         self.state.plan.lock().latency = latency;
+    }
+
+    /// Delays the answer of every affected call by `latency` *after* the backend call returned,
+    /// so the backend has already acted (a lease acquired or extended) when the caller hears
+    /// of it `latency` later. Failed calls ([`Faults::fail_next`]) are not delayed.
+    ///
+    /// ```
+    /// use leader_election::{AcquireRequest, Acquisition, FaultyProvider, MemoryProvider, Provider};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let memory = MemoryProvider::new();
+    /// let provider = FaultyProvider::new(memory.clone());
+    /// provider.faults().set_latency_after(Duration::from_millis(50));
+    /// let req = AcquireRequest::new("g", "a", Duration::from_secs(5));
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// let start = Instant::now();
+    /// assert!(matches!(provider.try_acquire(&req, deadline)?, Acquisition::Acquired(_)));
+    /// assert!(start.elapsed() >= Duration::from_millis(50));
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn set_latency_after(&self, latency: Duration) {
+        self.state.plan.lock().latency_after = latency;
     }
 
     /// Makes affected calls block — ignoring their deadlines, like a client stuck in I/O —
@@ -146,6 +180,7 @@ impl Faults {
             let mut p = self.state.plan.lock();
             p.fail_next = 0;
             p.latency = Duration::ZERO;
+            p.latency_after = Duration::ZERO;
             p.hang = false;
             p.only = None;
         }
@@ -162,13 +197,15 @@ impl Faults {
         self.state.plan.lock().hung_now
     }
 
-    /// Applies the plan to one call of `op`.
-    fn apply(&self, op: Operation) -> Result<()> {
+    /// Applies the plan to one call of `op` before it reaches the backend: counts it, hangs,
+    /// fails, or sleeps the latency before. Returns the latency to sleep once the backend
+    /// call returned (read after any hang, so a test may change it while the call hangs).
+    fn apply(&self, op: Operation) -> Result<Duration> {
         let mut p = self.state.plan.lock();
         p.calls[op.index()] += 1;
         let affected = p.only.as_ref().is_none_or(|ops| ops.contains(&op));
         if !affected {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
         if p.hang {
             p.hung_now += 1;
@@ -177,7 +214,7 @@ impl Faults {
             }
             p.hung_now -= 1;
         }
-        let latency = p.latency;
+        let (latency, after) = (p.latency, p.latency_after);
         if p.fail_next > 0 {
             p.fail_next -= 1;
             return Err(Error::Injected {
@@ -189,7 +226,17 @@ impl Faults {
         if !latency.is_zero() {
             std::thread::sleep(latency);
         }
-        Ok(())
+        Ok(after)
+    }
+
+    /// Runs `call` under the plan for `op`: faults and latency before, latency after.
+    fn around<T>(&self, op: Operation, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        let after = self.apply(op)?;
+        let result = call();
+        if !after.is_zero() {
+            std::thread::sleep(after);
+        }
+        result
     }
 }
 
@@ -199,6 +246,7 @@ impl std::fmt::Debug for Faults {
         f.debug_struct("Faults")
             .field("fail_next", &p.fail_next)
             .field("latency", &p.latency)
+            .field("latency_after", &p.latency_after)
             .field("hang", &p.hang)
             .finish_non_exhaustive()
     }
@@ -263,32 +311,34 @@ impl<P: Provider> Provider for FaultyProvider<P> {
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
-        self.faults.apply(Operation::Acquire)?;
-        self.inner.try_acquire(request, deadline)
+        self.faults.around(Operation::Acquire, || {
+            self.inner.try_acquire(request, deadline)
+        })
     }
 
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
-        self.faults.apply(Operation::Renew)?;
-        self.inner.renew(lease, deadline)
+        self.faults
+            .around(Operation::Renew, || self.inner.renew(lease, deadline))
     }
 
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
-        self.faults.apply(Operation::Release)?;
-        self.inner.release(lease, deadline)
+        self.faults
+            .around(Operation::Release, || self.inner.release(lease, deadline))
     }
 
     fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
-        self.faults.apply(Operation::Release)?;
-        self.inner.withdraw(group, participant_id, deadline)
+        self.faults.around(Operation::Release, || {
+            self.inner.withdraw(group, participant_id, deadline)
+        })
     }
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
-        self.faults.apply(Operation::Leader)?;
-        self.inner.leader(group, deadline)
+        self.faults
+            .around(Operation::Leader, || self.inner.leader(group, deadline))
     }
 
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
-        self.faults.apply(Operation::Watch)?;
-        self.inner.watch(group, wakeup)
+        self.faults
+            .around(Operation::Watch, || self.inner.watch(group, wakeup))
     }
 }

@@ -57,9 +57,15 @@ impl Machine {
             Outcome::Release(Ok(()), _) => {}
             Outcome::Release(Err(e), lease) => self.on_release_failed(e, lease, now),
             Outcome::Watch(Ok(guard)) => {
-                self.shared.health().watch = guard.is_some();
+                let established = guard.is_some();
+                self.shared.health().watch = established;
                 self._watch_guard = guard;
                 self.watch = WatchState::Done;
+                // A change made before the watch started was not pushed: campaign soon, as
+                // after a wake-up (a no-op at start, when the first campaign is due anyway).
+                if established {
+                    self.on_wakeup();
+                }
             }
             Outcome::Watch(Err(e)) => {
                 self.shared.health().watch = false;

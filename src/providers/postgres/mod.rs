@@ -15,7 +15,7 @@ use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 use crate::provider::{Provider, Wakeup, Watch};
 use crate::providers::postgres::options::{PostgresOptions, describe};
 use crate::providers::support::deadline;
-use crate::providers::support::listener::Listener;
+use crate::providers::support::listener::{self, Listener};
 use crate::providers::support::watchers::Watchers;
 use crate::validate;
 
@@ -475,8 +475,14 @@ impl Provider for PostgresProvider {
         }
     }
 
+    /// Waits (up to the connect timeout) for the LISTEN connection to be listening.
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         self.ensure_listener()?;
-        Ok(Some(self.watchers.add(group, wakeup)))
+        let within = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(5));
+        listener::watch(BACKEND, &self.watchers, group, wakeup, within)
     }
 }

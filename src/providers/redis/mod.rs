@@ -412,9 +412,11 @@ impl Provider for RedisProvider {
         value.map(|v| self.parse(group, &v)).transpose()
     }
 
+    /// Waits (up to the connect timeout) for the pub/sub listener to be subscribed.
     fn watch(&self, group: &str, wakeup: Wakeup) -> Result<Option<Watch>> {
         self.ensure_listener()?;
-        Ok(Some(self.watchers.add(group, wakeup)))
+        let within = self.connect_timeout;
+        listener::watch(BACKEND, &self.watchers, group, wakeup, within)
     }
 }
 

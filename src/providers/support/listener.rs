@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::provider::{Wakeup, Watch};
 use crate::providers::support::watchers::Watchers;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -104,8 +105,10 @@ impl Drop for Listener {
 }
 
 /// Runs `session` until `stop`. Each call connects, subscribes, then calls `subscribed()` —
-/// which resets the back-off and wakes every watcher, since changes may have been missed while
-/// disconnected — and listens until the connection fails (`Err`) or `stop`.
+/// which resets the back-off, marks the watchers' listener subscribed and wakes every watcher,
+/// since changes may have been missed while disconnected — and listens until the connection
+/// fails (`Err`) or `stop`; then the listener counts as unsubscribed until the next session's
+/// `subscribed()`.
 pub(crate) fn run<E: std::fmt::Display>(
     backend: &str,
     stop: &Stop,
@@ -115,14 +118,39 @@ pub(crate) fn run<E: std::fmt::Display>(
     let backoff = Cell::new(FIRST_BACKOFF);
     let subscribed = || {
         backoff.set(FIRST_BACKOFF);
-        watchers.wake_all();
+        watchers.subscribed();
     };
     while !stop.is_stopped() {
-        if let Err(e) = session(&subscribed) {
+        let result = session(&subscribed);
+        watchers.unsubscribed();
+        if let Err(e) = result {
             log::warn!("{backend}: change listener connection failed, retrying: {e}");
         }
         stop.pause(backoff.get());
         backoff.set((backoff.get() * 2).min(MAX_BACKOFF));
     }
     log::debug!("{backend}: change listener stopped");
+}
+
+/// A provider's `watch` on a listener: registers `wakeup` once the listener is subscribed
+/// (waiting up to `within`, the provider's connect timeout), so a watch reported established
+/// really receives changes; a transient error if it is not subscribed by then (the elector
+/// polls meanwhile and tries again later).
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+pub(crate) fn watch(
+    backend: &'static str,
+    watchers: &Watchers,
+    group: &str,
+    wakeup: Wakeup,
+    within: Duration,
+) -> Result<Option<Watch>> {
+    match watchers.add_when_listening(group, wakeup, within) {
+        Some(watch) => Ok(Some(watch)),
+        None => Err(Error::Backend {
+            backend,
+            operation: "watch",
+            transient: true,
+            source: format!("the change listener is not subscribed after {within:?}").into(),
+        }),
+    }
 }

@@ -132,15 +132,23 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Starts a leader and a follower with a 30 s retry interval, then shuts the leader down:
-/// the follower must lead within seconds — well before its next poll, and before `ttl` if
-/// that is long — which only the provider's push channel (NOTIFY, pub/sub, watches) can make
-/// happen. Returns how long the hand-off took.
+/// Starts a leader `a` and a follower `b` that polls only every 15–30 s (retry interval 30 s),
+/// waits until `b`'s watch is established and `b` has campaigned once since (its answer named
+/// `a` the leader), then shuts `a` down: `b` must lead within 10 s — before its next poll, and
+/// before `ttl` if that is long — which only the provider's push (NOTIFY, pub/sub, watches)
+/// can explain. Returns how long the hand-off took.
+///
+/// Waiting for the watch matters: a listener that (re)subscribes wakes every watcher, so a
+/// follower whose subscription completed only after the release would take over even if the
+/// push were lost.
 pub fn assert_push_hand_off<P: leader_election::Provider>(
     ttl: Duration,
     make: impl Fn() -> P,
 ) -> Duration {
-    use leader_election::{ChangesExt, Elector, LeadershipChange};
+    use leader_election::{Elector, LeadershipChange};
+    const RETRY: Duration = Duration::from_secs(30);
+    // Below RETRY / 2, the soonest a jittered poll can come.
+    const WITHIN: Duration = Duration::from_secs(10);
     let g = unique("handoff").replace('_', "-");
     let start_one = |id: &str| {
         Elector::builder(make())
@@ -148,31 +156,71 @@ pub fn assert_push_hand_off<P: leader_election::Provider>(
             .participant_id(id)
             .lease_ttl(ttl)
             .heartbeat_interval(ttl / 4)
-            .retry_interval(Duration::from_secs(30))
+            .retry_interval(RETRY)
             .start()
             .unwrap()
     };
     let a = start_one("a");
-    a.subscribe().take_until_leader().for_each(drop);
-    let ta = a.fencing_token().expect("a leads");
+    let (ta, _) = wait_acquired(&a.subscribe(), Duration::from_secs(20));
     let b = start_one("b");
-    let mut b_changes = b.subscribe();
-    // b has campaigned once and now waits (its next poll is 15–30 s away).
-    assert!(matches!(
-        b_changes.recv_timeout(Duration::from_secs(10)),
-        Ok(LeadershipChange::LeaderChanged { leader: Some(_) })
-    ));
-    std::thread::sleep(Duration::from_millis(300));
+    let b_changes = b.subscribe();
+    // An elector establishes its watch before its first campaign, and campaigns only once the
+    // watch call has answered (a failed watch is retried only after four retry intervals): if
+    // the watch is established when b learns of a, b has campaigned once since.
+    match b_changes.recv_timeout(Duration::from_secs(20)) {
+        Ok(LeadershipChange::LeaderChanged { leader: Some(l) }) => {
+            assert_eq!((l.participant_id.as_str(), l.fencing_token), ("a", ta));
+        }
+        other => panic!("b did not learn of a: {other:?}"),
+    }
+    let status = b.status();
+    assert!(
+        status.watch_established,
+        "b's watch is not established, so only a poll could hand over: {status:?}"
+    );
+    assert!(!b.is_leader());
     let start = Instant::now();
     a.shutdown().unwrap();
-    let acquired = b_changes.find(|c| c.is_acquired());
-    let took = start.elapsed();
-    match acquired {
-        Some(LeadershipChange::Acquired { fencing_token, .. }) => assert!(fencing_token > ta),
-        other => panic!("b did not take over: {other:?}"),
-    }
-    assert!(took < Duration::from_secs(10), "hand-off took {took:?}");
+    let end = start + WITHIN;
+    let took = loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match b_changes.recv_timeout(left) {
+            Ok(LeadershipChange::Acquired { fencing_token, .. }) => {
+                assert!(fencing_token > ta, "token {fencing_token} after {ta}");
+                break start.elapsed();
+            }
+            Ok(_) => {}
+            Err(e) => panic!(
+                "b did not take over within {WITHIN:?} of the release ({e}): the push was lost"
+            ),
+        }
+    };
+    b.shutdown().unwrap();
     took
+}
+
+/// An elector on `provider` with a 3 s lease, a 1 s safety margin, a 500 ms heartbeat and a
+/// 100 ms retry interval: quick, yet a stall of a second or so on a busy machine does not end
+/// its term (it renews four times per term and keeps 1 s spare).
+pub fn steady_elector<P: leader_election::Provider>(
+    provider: P,
+    group: &str,
+    id: &str,
+) -> leader_election::Elector {
+    leader_election::Elector::builder(provider)
+        .group(group)
+        .participant_id(id)
+        .lease_ttl(Duration::from_secs(3))
+        .safety_margin(Duration::from_secs(1))
+        .heartbeat_interval(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(100))
+        .start()
+        .unwrap()
+}
+
+/// Waits (up to 20 s) until `e` leads; returns its fencing token.
+pub fn wait_leader(e: &leader_election::Elector) -> u64 {
+    wait_acquired(&e.subscribe(), Duration::from_secs(20)).0
 }
 
 /// An elector with a 3 s lease, renewing every `heartbeat`, campaigning every 200 ms: quick
