@@ -7,6 +7,8 @@
 //! cargo run --example sample --features postgres -- postgres://user:pw@127.0.0.1/db
 //! cargo run --example sample --features redis -- redis://127.0.0.1:6379/
 //! cargo run --example sample --features zookeeper -- 'zookeeper://127.0.0.1:2181?session_timeout=6s'
+//! cargo run --example sample --features azure-blob -- \
+//!     'azure-blob:?connection_string=UseDevelopmentStorage%3Dtrue&container=sample'
 //! ```
 //!
 //! The backend is `memory`, `file [DIR]`, or any connection URL [`leader_election::connect`]
@@ -22,7 +24,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         URL          (postgres://, redis://, rediss://, zookeeper://, file:///dir, memory:)"
+         URL          (postgres://, redis://, rediss://, zookeeper://, azure-blob+https://, \
+         azure-blob:, file:///dir, memory:)"
     );
     std::process::exit(2)
 }

@@ -63,6 +63,7 @@
 //! | `PostgresProvider` | `postgres` | row per group, expiry on the database clock, NOTIFY |
 //! | `RedisProvider` | `redis` | `SET NX PX` + Lua, pub/sub hand-off |
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
+//! | `AzureBlobProvider` | `azure-blob` | one blob per group, blob leases (15–60 s), token in metadata |
 //!
 //! Implement [`Provider`] for anything else. With the `testing` feature,
 //! [`testing`] holds the conformance suite every provider must pass.
@@ -105,6 +106,10 @@ pub use elector::{
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 pub use provider::{Provider, Wakeup, Watch};
+#[cfg(feature = "azure-blob")]
+pub use providers::azure_blob::AzureBlobProvider;
+#[cfg(feature = "azure-blob")]
+pub use providers::azure_blob::options::AzureBlobOptions;
 pub use providers::faulty::{Faults, FaultyProvider, Operation};
 #[cfg(feature = "file")]
 pub use providers::file::FileProvider;

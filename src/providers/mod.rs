@@ -1,6 +1,8 @@
 //! The bundled providers: single-file ones for memory, files and fault injection, one folder
 //! per network backend, and `support/` with the pieces they share.
 
+#[cfg(feature = "azure-blob")]
+pub(crate) mod azure_blob;
 pub(crate) mod faulty;
 #[cfg(feature = "file")]
 pub(crate) mod file;
