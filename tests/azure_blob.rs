@@ -1,7 +1,8 @@
 //! The Azure Blob provider against Azurite: the conformance suite on the shared instance
 //! (`LE_AZURITE_URL`), the service behaviour the provider's safety argument relies on (checked
-//! with raw requests signed independently of the provider), credentials and SAS tokens, a
-//! restart that loses everything, and a network that silently drops traffic. Leases last at
+//! with raw requests signed independently of the provider), credentials and SAS tokens, HTTPS
+//! with a private CA, a restart that loses everything, and a network that silently drops
+//! traffic. Leases last at
 //! least 15 s on this service, so the slow checks run in parallel (one `#[test]` each); a
 //! missing Azurite fails them.
 #![cfg(feature = "azure-blob")]
@@ -16,7 +17,7 @@ use common::{PrivateAzurite, Proxy, azurite_url, chain, unique};
 use leader_election::testing::Harness;
 use leader_election::{
     AcquireRequest, Acquisition, AzureBlobOptions, AzureBlobProvider, Elector, Error,
-    LeadershipChange, Provider, Renewal,
+    LeadershipChange, Provider, Renewal, Tls,
 };
 
 /// Every log line of this test binary, formatted with its arguments.
@@ -575,4 +576,28 @@ fn a_blocked_network_leader_steps_down_on_time_and_no_thread_is_stuck() {
         "elector threads left: {:?}",
         common::thread_names()
     );
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    common::make_tls_certs(dir.path(), &cert, &key);
+    let server = PrivateAzurite::start_https(&cert, &key);
+    let h = AzureHarness {
+        options: options(&server.endpoint(), "leases")
+            .tls(Tls::VerifyWithCa(dir.path().join("ca.crt"))),
+    };
+    leader_election::testing::first_acquirer_wins(&h);
+    leader_election::testing::release_lets_another_acquire_at_once(&h);
+    // The system roots do not know the test CA.
+    let e = AzureBlobProvider::new(options(&server.endpoint(), "leases")).unwrap_err();
+    assert!(
+        chain(&e).to_lowercase().contains("certificate"),
+        "{}",
+        chain(&e)
+    );
+    // Explicitly insecure works.
+    let p = provider(options(&server.endpoint(), "leases").tls(Tls::DangerAcceptInvalidCerts));
+    must_acquire(&p, "insecure", "a", Duration::from_secs(3));
 }

@@ -59,7 +59,11 @@ const PROBE: &str = ".leader-election-probe";
 /// the lease *acquire* (conditional on the ETag read), and one Put Blob writing the new token and
 /// record under the lease (conditional on the same ETag) — plus one request to create the blob,
 /// and one for the container, the first time. Renew and release are one request each, and so is
-/// [`Provider::leader`]. Nothing is pushed: followers poll.
+/// [`Provider::leader`]. Nothing is pushed: followers poll. The record a follower reads is
+/// written by the token write, so for one round trip after a new lease — and up to the granted
+/// length if its holder dies before writing — `leader()` and `Held` still show the previous
+/// term's record (or none). Anyone allowed to write the blob can *break* its lease, which ends
+/// the term early: the leader learns it at its next renew, so leave the blobs to this provider.
 ///
 /// **Fencing tokens.** The blob's metadata `fencingtoken` holds the last token issued. A new
 /// term writes `max(counter, the highest token this provider saw for the group) + 1` with a Put

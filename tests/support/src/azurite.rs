@@ -30,10 +30,28 @@ pub struct PrivateAzurite {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Extra `azurite-blob` arguments.
+    args: Vec<String>,
+    https: bool,
 }
 
 impl PrivateAzurite {
     pub fn start() -> PrivateAzurite {
+        Self::start_with(&[], false)
+    }
+
+    /// An instance serving HTTPS with this PEM certificate and key.
+    pub fn start_https(cert: &std::path::Path, key: &std::path::Path) -> PrivateAzurite {
+        let args = [
+            "--cert".to_owned(),
+            cert.display().to_string(),
+            "--key".to_owned(),
+            key.display().to_string(),
+        ];
+        Self::start_with(&args, true)
+    }
+
+    fn start_with(args: &[String], https: bool) -> PrivateAzurite {
         let mut a = PrivateAzurite {
             dir: tempfile::Builder::new()
                 .prefix("le-azurite-")
@@ -41,14 +59,18 @@ impl PrivateAzurite {
                 .unwrap(),
             port: free_port(),
             child: None,
+            args: args.to_vec(),
+            https,
         };
         a.start_server();
         a
     }
 
-    /// The blob endpoint, path-style: `http://127.0.0.1:<port>/devstoreaccount1`.
+    /// The blob endpoint, path-style: `http://127.0.0.1:<port>/devstoreaccount1` (`https` for
+    /// an instance started with [`PrivateAzurite::start_https`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{DEV_ACCOUNT}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{DEV_ACCOUNT}", self.port)
     }
 
     /// Starts the (stopped) server and waits until it answers HTTP.
@@ -70,6 +92,7 @@ impl PrivateAzurite {
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
             ])
+            .args(&self.args)
             // In memory: nothing is written but the log, in the test's own directory.
             .current_dir(self.dir.path())
             .stdout(log.try_clone().unwrap())
@@ -81,8 +104,13 @@ impl PrivateAzurite {
             );
         self.child = Some(child);
         let port = self.port;
+        let https = self.https;
         assert!(
-            wait_for(Duration::from_secs(30), || http_answers(port)),
+            wait_for(Duration::from_secs(30), || if https {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                http_answers(port)
+            }),
             "azurite-blob did not answer on {port}: {}",
             std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
         );
