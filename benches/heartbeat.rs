@@ -292,6 +292,27 @@ fn consul(c: &mut Criterion) {
 }
 #[cfg(not(feature = "consul"))]
 fn consul(_: &mut Criterion) {}
+/// Azure Blob on Azurite (`LE_AZURITE_URL`): renew (one lease renew) and acquire + release
+/// (GET, lease acquire, token write, release) next to one raw signed GET on the same client.
+#[cfg(feature = "azure-blob")]
+fn azure_blob(c: &mut Criterion) {
+    use leader_election::{AzureBlobOptions, AzureBlobProvider};
+    let endpoint = std::env::var("LE_AZURITE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:10000/devstoreaccount1".into());
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let options = AzureBlobOptions::shared_key(&endpoint, "devstoreaccount1", key, "le-bench");
+    let p = match AzureBlobProvider::new(options) {
+        Ok(p) => p,
+        Err(e) => return eprintln!("azure-blob: skipped, Azurite not reachable: {e}"),
+    };
+    c.bench_function("azure-blob/raw signed GET", |b| {
+        b.iter(|| p.ping(black_box(deadline())).expect("GET"))
+    });
+    bench_provider(c, "azure-blob", &p);
+}
+#[cfg(not(feature = "azure-blob"))]
+fn azure_blob(_: &mut Criterion) {}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -303,6 +324,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file, postgres, redis, zookeeper, etcd, consul
+    targets = memory, file, postgres, redis, zookeeper, etcd, consul, azure_blob
 }
 criterion_main!(benches);

@@ -8,6 +8,8 @@
 //! cargo run --example sample --features redis -- redis://127.0.0.1:6379/
 //! cargo run --example sample --features zookeeper -- 'zookeeper://127.0.0.1:2181?session_timeout=6s'
 //! cargo run --example sample --features consul -- consul://127.0.0.1:8500/leader-election/
+//! cargo run --example sample --features azure-blob -- \
+//!     'azure-blob:?connection_string=UseDevelopmentStorage%3Dtrue&container=sample'
 //! ```
 //!
 //! A Consul ACL token comes from the `CONSUL_HTTP_TOKEN` environment variable, never the URL.
@@ -25,7 +27,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         URL          (postgres://, redis://, rediss://, zookeeper://, consul://, file:///dir, memory:)"
+         URL          (postgres://, redis://, rediss://, zookeeper://, etcd://, consul://, \
+         azure-blob+https://, azure-blob:, file:///dir, memory:)"
     );
     std::process::exit(2)
 }

@@ -7,14 +7,14 @@
 #   scripts/services.sh down    [SERVICE...]   stop what this script started (by PID)
 #   scripts/services.sh status  [SERVICE...]
 #
-# Services: postgres (5432), redis (6379), zookeeper (2181), etcd (2379, peers on 2380).
-# Default: all.
+# Services: postgres (5432), redis (6379), zookeeper (2181), etcd (2379, peers on 2380),
+# azurite (blob service on 10000, in memory, account devstoreaccount1). Default: all.
 # State (data, logs, PID files) lives in $LE_SERVICES_DIR (default /tmp/leader-election-services).
 # A service whose port already answers is left alone and not stopped by `down`.
 set -euo pipefail
 
 STATE="${LE_SERVICES_DIR:-/tmp/leader-election-services}"
-ALL=(postgres redis zookeeper etcd)
+ALL=(postgres redis zookeeper etcd azurite)
 PG_BIN="${LE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
 
 log() { echo "services: $*" >&2; }
@@ -166,11 +166,34 @@ etcd_up() {
 }
 etcd_down() { stop_pid "$STATE/etcd.pid" etcd; }
 etcd_status() { etcd_ready && echo "etcd: up on 127.0.0.1:2379" || echo "etcd: down"; }
+# ------------------------------------------------------------------- Azurite
+# The Azure Storage emulator's blob service, from npm (3.35.0: later releases need Node 22), in
+# memory (a restart loses everything), telemetry off (it would try the internet).
+AZURITE_VERSION=3.35.0
+az_install() {
+  command -v azurite-blob >/dev/null 2>&1 && return 0
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  log "installing azurite@$AZURITE_VERSION"
+  as_root npm install -g --no-fund --no-audit "azurite@$AZURITE_VERSION" >/dev/null
+}
+az_ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:10000/ 2>/dev/null) =~ ^[1-5][0-9][0-9]$ ]]; }
+az_up() {
+  az_install
+  apt_install curl
+  if az_ready; then log "azurite already answers on 10000; using it"; return 0; fi
+  mkdir -p "$STATE/azurite"
+  (cd "$STATE/azurite" || exit 1; nohup azurite-blob --blobHost 127.0.0.1 --blobPort 10000 \
+    --inMemoryPersistence --disableTelemetry --skipApiVersionCheck \
+    >"$STATE/azurite/server.log" 2>&1 & echo $! >"$STATE/azurite.pid")
+  wait_until 30 azurite az_ready || { tail -n 20 "$STATE/azurite/server.log"; die "azurite not ready within 30 s"; }
+}
+az_down() { stop_pid "$STATE/azurite.pid" azurite; }
+az_status() { az_ready && echo "azurite: up on 127.0.0.1:10000" || echo "azurite: down"; }
 
 # ---------------------------------------------------------------------------
 fn_prefix() {
   case $1 in
-    postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;; etcd) echo etcd ;;
+    postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;; etcd) echo etcd ;; azurite) echo az ;;
     *) die "unknown service '$1' (known: ${ALL[*]})" ;;
   esac
 }
@@ -183,5 +206,5 @@ case $cmd in
   up) for s in "${services[@]}"; do "$(fn_prefix "$s")_up"; done ;;
   down) for s in "${services[@]}"; do "$(fn_prefix "$s")_down"; done ;;
   status) for s in "${services[@]}"; do "$(fn_prefix "$s")_status"; done ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

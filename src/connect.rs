@@ -23,6 +23,12 @@ use crate::providers::memory::MemoryProvider;
 ///
 /// A Consul ACL token never goes in the URL (a `token` parameter is refused): it is read from
 /// the `CONSUL_HTTP_TOKEN` environment variable, as Consul's own tools do.
+/// | `azure-blob+https://[account:key@]host/[account/]container[?SAS token]`, `azure-blob+http://…` | `AzureBlobProvider` (`azure-blob`) |
+/// | `azure-blob:?connection_string=…&container=…` | `AzureBlobProvider` (`azure-blob`) |
+///
+/// Azure Blob URLs take the account key (percent-encoded) as the password, or a SAS token as
+/// query parameters; a path of two segments is path-style (`/devstoreaccount1/container`, for
+/// the emulator), one segment is the container of a virtual-host endpoint.
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -44,7 +50,11 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     let scheme = url
         .split_once(':')
         .map(|(s, _)| s.to_ascii_lowercase())
-        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'))
+        .filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
         .ok_or_else(|| Error::config("url", "has no scheme (such as redis:// or file:///)"))?;
     match scheme.as_str() {
         "memory" => memory(url),
@@ -54,11 +64,13 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "zookeeper" => zookeeper(url),
         "etcd" | "etcds" => etcd(url),
         "consul" | "consul+https" => consul(url),
+        "azure-blob" | "azure-blob+https" | "azure-blob+http" => azure_blob(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
-                 rediss://, zookeeper://, etcd://, etcds://, consul://, consul+https://"
+                 rediss://, zookeeper://, etcd://, etcds://, consul://, consul+https://, \
+                 azure-blob+https://, azure-blob+http://, azure-blob:"
             ),
         )),
     }
@@ -70,7 +82,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "redis",
     feature = "zookeeper",
     feature = "etcd",
-    feature = "consul"
+    feature = "consul",
+    feature = "azure-blob"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -184,6 +197,17 @@ fn consul(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("consul://", "consul"))
 }
 
+#[cfg(feature = "azure-blob")]
+fn azure_blob(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::AzureBlobOptions::from_url(url)?;
+    Ok(Box::new(crate::AzureBlobProvider::new(options)?))
+}
+
+#[cfg(not(feature = "azure-blob"))]
+fn azure_blob(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("azure-blob+https://", "azure-blob"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +272,16 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "azure-blob"))]
+    #[test]
+    fn azure_blob_needs_its_feature() {
+        let e = err("azure-blob+https://a:S3cr3t@acct.blob.core.windows.net/c");
+        assert!(
+            e.contains("feature \"azure-blob\"") && !e.contains("S3cr3t"),
+            "{e}"
+        );
+    }
+
     #[cfg(feature = "etcd")]
     #[test]
     fn etcd_urls_are_parsed_lazily_and_never_echoed() {
@@ -257,5 +291,16 @@ mod tests {
         assert!(e.contains("password") && !e.contains("Hunter-22"), "{e}");
         let e = err("etcd://u:Hunter-22@127.0.0.1:1?connect_timeout=200ms");
         assert!(!e.contains("Hunter-22"), "{e}");
+    }
+
+    #[cfg(feature = "azure-blob")]
+    #[test]
+    fn azure_blob_urls_are_checked_before_any_request() {
+        let e =
+            err("azure-blob+http://devstoreaccount1:S3cr3t@127.0.0.1:1/devstoreaccount1/Bad_Name");
+        assert!(e.contains("container") && !e.contains("S3cr3t"), "{e}");
+        let e =
+            err("azure-blob+https://acct.blob.core.windows.net/cc1?sp=r&sig=S3cr3t&se=2999-01-01");
+        assert!(e.contains("read and write") && !e.contains("S3cr3t"), "{e}");
     }
 }

@@ -65,6 +65,7 @@
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
 //! | `EtcdProvider` | `etcd` | a lease per term, create-if-absent transaction, prefix watch |
 //! | `ConsulProvider` | `consul` | KV key locked by a check-free TTL session, blocking-query watch |
+//! | `AzureBlobProvider` | `azure-blob` | one blob per group, blob leases (15–60 s), token in metadata |
 //!
 //! To follow who leads without campaigning (dashboards, routing to the leader), start an
 //! [`Observer`]. The `cli` feature builds the `leader-election` command-line tool (see the
@@ -113,6 +114,10 @@ pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 pub use observer::{DEFAULT_CALL_TIMEOUT, DEFAULT_POLL_INTERVAL, Observer, ObserverBuilder};
 pub use provider::{Provider, Wakeup, Watch};
+#[cfg(feature = "azure-blob")]
+pub use providers::azure_blob::AzureBlobProvider;
+#[cfg(feature = "azure-blob")]
+pub use providers::azure_blob::options::AzureBlobOptions;
 #[cfg(feature = "consul")]
 pub use providers::consul::ConsulProvider;
 #[cfg(feature = "consul")]

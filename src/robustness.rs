@@ -99,5 +99,22 @@ proptest! {
         let _ = crate::RedisOptions::from_url(&format!("redis://{rest}"));
         #[cfg(feature = "zookeeper")]
         let _ = crate::ZooKeeperOptions::from_url(&format!("zookeeper://{rest}"));
+        #[cfg(feature = "azure-blob")]
+        {
+            use crate::AzureBlobOptions;
+            use crate::providers::azure_blob::account::Account;
+            for url in [
+                format!("azure-blob+https://{rest}"),
+                format!("azure-blob+http://a:b@h/{rest}"),
+                format!("azure-blob:?{rest}"),
+            ] {
+                let _ = AzureBlobOptions::from_url(&url);
+            }
+            let _ = Account::resolve(&AzureBlobOptions::connection_string(rest.as_str(), "ccc"));
+            let _ = Account::resolve(&AzureBlobOptions::sas_url(format!(
+                "https://a.blob.core.windows.net/ccc?sig=x&{rest}"
+            )));
+            let _ = crate::providers::azure_blob::sas_time(&rest);
+        }
     }
 }

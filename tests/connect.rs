@@ -78,6 +78,45 @@ fn every_built_backend_leads_from_a_url() {
         consul.addr(),
         common::unique("connect")
     ));
+    leads(&azure_url(common::azurite::DEV_KEY, "command_timeout=2s"));
+    leads(&format!(
+        "azure-blob:?connection_string={}&container=le-connect&blob_prefix={}/",
+        enc(&format!(
+            "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}",
+            common::azurite::DEV_ACCOUNT,
+            common::azurite::DEV_KEY,
+            common::azurite_url()
+        )),
+        common::unique("connect")
+    ));
+}
+
+/// Percent-encodes everything but letters and digits.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `azure-blob+http://devstoreaccount1:<key>@host:port/devstoreaccount1/le-connect?…`, from
+/// `LE_AZURITE_URL`.
+fn azure_url(key: &str, query: &str) -> String {
+    let endpoint = common::azurite_url();
+    let rest = endpoint
+        .strip_prefix("http://")
+        .expect("an http:// LE_AZURITE_URL");
+    format!(
+        "azure-blob+http://{}:{}@{rest}/le-connect?blob_prefix={}/&{query}",
+        common::azurite::DEV_ACCOUNT,
+        enc(key),
+        common::unique("connect")
+    )
 }
 
 #[test]
@@ -168,4 +207,21 @@ fn secrets_in_urls_stay_out_of_errors_and_logs() {
     std::thread::sleep(Duration::from_millis(500));
     drop(elector);
     assert_no_secret("Wr0ng-E-s3cret", "");
+    // Azure: a wrong account key (well-formed base64) and a SAS signature in the URL.
+    let wrong_key = "V3Jvbmctcy0zY3JldC1Xcm9uZy1zLTNjcmV0LVdyb25nLXMtM2NyZXQ=";
+    let e = connect(&azure_url(wrong_key, "command_timeout=2s"))
+        .err()
+        .expect("a wrong key is refused")
+        .report();
+    assert!(e.contains("account key was refused"), "{e}");
+    assert_no_secret(wrong_key, &e);
+    let e = connect(&format!(
+        "{}/le-connect?sv=2018-11-09&sr=c&sp=rwc&se=2099-01-01&sig=Wr0ng-A-s3cret&fail_fast=true",
+        common::azurite_url().replacen("http://", "azure-blob+http://", 1)
+    ))
+    .err()
+    .expect("a forged SAS is refused")
+    .report();
+    assert!(e.contains("SAS token was refused"), "{e}");
+    assert_no_secret("Wr0ng-A-s3cret", &e);
 }

@@ -308,7 +308,14 @@ impl Machine {
             lease.fencing_token()
         );
         if release {
-            let deadline = self.now() + self.config.heartbeat_interval;
+            // On shutdown the release may take the whole shutdown timeout (a busy backend
+            // must not turn a clean shutdown into an error after one heartbeat interval).
+            let budget = if reason == LostReason::ShutDown {
+                self.config.shutdown_wait()
+            } else {
+                self.config.heartbeat_interval
+            };
+            let deadline = self.now() + budget;
             self.io.send(Call::Release(lease), deadline);
         }
     }
@@ -333,20 +340,17 @@ impl Machine {
             let _ = reply.send(Ok(()));
             return;
         }
+        let give_up_at = self.now() + self.config.shutdown_wait();
         self.step_down(LostReason::ShutDown, true);
+        // Every shutdown call may use the whole shutdown timeout.
         for lease in std::mem::take(&mut self.unreleased) {
-            self.io.send(
-                Call::Release(lease),
-                self.now() + self.config.heartbeat_interval,
-            );
+            self.io.send(Call::Release(lease), give_up_at);
         }
         let withdraw = Call::Withdraw(
             self.config.group.clone(),
             self.config.participant_id.clone(),
         );
-        self.io
-            .send(withdraw, self.now() + self.config.heartbeat_interval);
-        let give_up_at = self.now() + self.config.shutdown_wait();
+        self.io.send(withdraw, give_up_at);
         // After the step-down, a follower's phase: carry its campaign over, discarded.
         let campaign = match std::mem::replace(&mut self.phase, Phase::Following { campaign: None })
         {

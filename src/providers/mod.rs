@@ -1,6 +1,8 @@
 //! The bundled providers: single-file ones for memory, files and fault injection, one folder
 //! per network backend, and `support/` with the pieces they share.
 
+#[cfg(feature = "azure-blob")]
+pub(crate) mod azure_blob;
 #[cfg(feature = "consul")]
 pub(crate) mod consul;
 #[cfg(feature = "etcd")]
