@@ -74,7 +74,7 @@ fn every_built_backend_leads_from_a_url() {
     ));
     let consul = common::ConsulDouble::start();
     leads(&format!(
-        "consul://{}/{}/election/?lock_delay=1s&watch_wait=5s&request_timeout=2s",
+        "consul://{}/{}/election/?lock_delay=4s&watch_wait=5s&request_timeout=2s",
         consul.addr(),
         common::unique("connect")
     ));

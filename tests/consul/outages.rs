@@ -4,15 +4,16 @@
 use super::*;
 
 /// Consul may invalidate a session as early as one TTL after its last renew. A leader whose
-/// renews hang, with a 10 s lease on a 10 s session, no lock-delay and a thin 200 ms margin,
-/// must have stepped down before the follower leads.
+/// renews hang, with a 10 s lease on a 10 s session and a thin 200 ms margin, must have stepped
+/// down before the follower leads. (The lock-delay must be at least the lease TTL — the
+/// provider refuses less — so the follower also waits out the lock-delay here.)
 #[test]
 fn a_session_invalidated_at_its_earliest_never_yields_two_leaders() {
     let double = ConsulDouble::start();
     double.set_expiry(Expiry::AtTtl);
     let options = ConsulOptions::new(double.url())
         .key_prefix(prefix())
-        .lock_delay(Duration::ZERO);
+        .lock_delay(Duration::from_secs(10));
     let faulty = FaultyProvider::new(ConsulProvider::new(options.clone()).unwrap());
     let faults = faulty.faults();
     let start = |p: Box<dyn Provider>, id: &str| {

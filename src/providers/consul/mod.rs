@@ -22,7 +22,7 @@ mod sessions;
 mod watch;
 
 use api::{Api, BACKEND, KvEntry, Txn, TxnKv};
-use options::{CONSUL_MAX_SESSION_TTL, ConsulOptions};
+use options::{CONSUL_MAX_LOCK_DELAY, CONSUL_MAX_SESSION_TTL, ConsulOptions};
 use sessions::Session;
 
 /// Elects through Consul's session locks: group `G` is the KV key `<prefix>G`.
@@ -218,10 +218,20 @@ impl Provider for ConsulProvider {
         BACKEND
     }
 
+    /// Lease TTLs up to the lock-delay (60 s by default): Consul can end a session early
+    /// whatever its checks (its node leaves the catalog when the local agent restarts or is
+    /// force-left; an operator destroys it), and only a lock-delay of at least the lease TTL
+    /// keeps another participant from locking the key before the old leader's deadline.
     fn capabilities(&self) -> Capabilities {
+        let max = self
+            .lock_delay
+            .unwrap_or(CONSUL_MAX_LOCK_DELAY)
+            .min(CONSUL_MAX_LOCK_DELAY)
+            .min(CONSUL_MAX_SESSION_TTL)
+            .max(Duration::from_millis(1));
         Capabilities::default()
             .with_pushes_changes(true)
-            .with_lease_ttl_range(Duration::from_millis(1), CONSUL_MAX_SESSION_TTL)
+            .with_lease_ttl_range(Duration::from_millis(1), max)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
@@ -290,7 +300,10 @@ impl Provider for ConsulProvider {
         let group = &lease.info.group;
         if !self.api.renew_session(&lease.handle, "renew", deadline)? {
             // Invalidated (expired, destroyed): the lock is gone with it.
-            return Ok(Renewal::Lost(self.current(group, "renew", deadline)?));
+            // Certainly lost: a failed read of the new holder must not turn it into an error.
+            return Ok(Renewal::Lost(
+                self.current(group, "renew", deadline).ok().flatten(),
+            ));
         }
         match self.api.get(&self.key(group), "renew", deadline)? {
             Some(e)

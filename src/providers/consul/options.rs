@@ -103,8 +103,11 @@ impl ConsulOptions {
     /// The lock-delay of the sessions (default: the lease TTL, capped at Consul's 60 s): after
     /// a session is invalidated or destroyed while it holds a key, nobody can take that key for
     /// this long. A TTL expiry needs none (the old leader's own deadline has passed by then);
-    /// it protects against an early destroy (an operator's `consul session destroy`).
-    /// `Duration::ZERO` turns it off for faster crash failover.
+    /// it protects against an early end of the session — an operator's `consul session
+    /// destroy`, or Consul destroying every session of a node whose agent restarts or is
+    /// force-left, whatever the session's checks. So the elector's lease TTL may be at most this
+    /// (a longer TTL is refused when the elector is built): a shorter lock-delay, or zero,
+    /// buys faster crash failover only with shorter leases.
     pub fn lock_delay(mut self, delay: Duration) -> Self {
         self.lock_delay = Some(delay);
         self
