@@ -125,9 +125,16 @@ fn connection_string(s: &str, container: &str) -> Result<Account> {
             // Other services' endpoints do not concern blobs.
             "queueendpoint" | "tableendpoint" | "fileendpoint" => {}
             other => {
+                // Name it only if it looks like a key name: a pasted account key without
+                // `AccountKey=` would otherwise be echoed.
+                let shown = if other.len() <= 32 && other.chars().all(|c| c.is_ascii_alphabetic()) {
+                    format!(" {other:?}")
+                } else {
+                    String::new()
+                };
                 return Err(Error::config(
                     "connection_string",
-                    format!("has the unknown key {other:?}"),
+                    format!("has an unknown key{shown} (expected AccountName=…;AccountKey=…;…)"),
                 ));
             }
         }
@@ -357,7 +364,12 @@ mod tests {
         assert_eq!(a.name, "acct1");
         for (s, expect) in [
             ("AccountName=acct1;AccountKey=not*base64!S3cr3t", "base64"),
-            ("AccountName=acct1;Passw0rd=S3cr3t", "\"passw0rd\""),
+            ("AccountName=acct1;Passw0rd=S3cr3t", "unknown key"),
+            ("AccountName=acct1;Password=S3cr3t", "\"password\""),
+            (
+                "AccountName=a;Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq=S3cr3t",
+                "unknown key",
+            ),
             ("AccountName=acct1", "AccountKey or SharedAccessSignature"),
             ("just S3cr3t", "Key=Value"),
             ("AccountName=Bad_Name;AccountKey=AAAA", "account"),

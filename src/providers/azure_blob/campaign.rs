@@ -35,6 +35,7 @@ impl AzureBlobProvider {
         let granted = lease_length(request.ttl)?;
         let start = Instant::now();
         let gone = self.history.lock().get(group).and_then(|h| h.gone_since);
+        // (This waits our own TTL: participants of one group are expected to share one TTL.)
         if gone.is_some_and(|t| t.elapsed() < request.ttl) {
             return Ok(Acquisition::Held(None));
         }

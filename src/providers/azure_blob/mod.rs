@@ -232,6 +232,7 @@ impl Provider for AzureBlobProvider {
 
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
         let group = &lease.info.group;
+        validate::group(group)?;
         let start = Instant::now();
         let granted = lease_length(lease.ttl)?;
         let known = self.terms.lock().get(&lease.handle).copied();
@@ -260,6 +261,7 @@ impl Provider for AzureBlobProvider {
     }
 
     fn release(&self, lease: &Lease, deadline: Instant) -> Result<()> {
+        validate::group(&lease.info.group)?;
         let release = LeaseAction::Release { id: &lease.handle };
         // Done, or no longer ours (another lease, none, no blob): released either way.
         self.blobs.lease(&lease.info.group, &release, deadline)?;
