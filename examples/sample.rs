@@ -7,6 +7,10 @@
 //! cargo run --example sample --features postgres -- postgres://user:pw@127.0.0.1/db
 //! cargo run --example sample --features redis -- redis://127.0.0.1:6379/
 //! cargo run --example sample --features zookeeper -- 'zookeeper://127.0.0.1:2181?session_timeout=6s'
+//! ODBCSYSINI=/tmp/leader-election-services/odbc cargo run --example sample --features odbc -- \
+//!     'odbc:Driver={MariaDB Unicode};Server=127.0.0.1;Database=leader_election;UID=leader;PWD=leader-secret'
+//! cargo run --example sample --features odbc -- \
+//!     'odbc:Driver={ODBC Driver 18 for SQL Server};Server=db,1433;UID=app;PWD={…};Encrypt=yes'
 //! ```
 //!
 //! The backend is `memory`, `file [DIR]`, or any connection URL [`leader_election::connect`]
@@ -22,7 +26,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
-         URL          (postgres://, redis://, rediss://, zookeeper://, file:///dir, memory:)"
+         URL          (postgres://, redis://, rediss://, zookeeper://, odbc:…, file:///dir, memory:)"
     );
     std::process::exit(2)
 }

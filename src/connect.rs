@@ -18,6 +18,12 @@ use crate::providers::memory::MemoryProvider;
 /// | `postgres://…`, `postgresql://…` | `PostgresProvider` (`postgres`) |
 /// | `redis://…`, `rediss://…` | `RedisProvider` (`redis`) |
 /// | `zookeeper://[user:pw@]h1:2181,h2:2181[/chroot]` | `ZooKeeperProvider` (`zookeeper`) |
+/// | `odbc:Driver={…};Server=…;UID=…;PWD=…[?dialect=…&table=…]` | `OdbcProvider` (`odbc`) |
+///
+/// An `odbc:` URL carries an ODBC connection string verbatim (no percent-decoding: `;`, `=`
+/// and `%` need no escaping); the options follow the first `?` outside `{…}`, so put a value
+/// holding `?` — like one holding `;` — in braces (`PWD={a?b;c}`). The dialect comes from the
+/// driver's name unless `?dialect=sqlserver|mysql|mariadb|postgres` says it.
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -47,11 +53,12 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "postgres" | "postgresql" => postgres(url),
         "redis" | "rediss" => redis(url),
         "zookeeper" => zookeeper(url),
+        "odbc" => odbc(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
-                 rediss://, zookeeper://"
+                 rediss://, zookeeper://, odbc:"
             ),
         )),
     }
@@ -61,7 +68,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "file",
     feature = "postgres",
     feature = "redis",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "odbc"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -153,6 +161,17 @@ fn zookeeper(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("zookeeper://", "zookeeper"))
 }
 
+#[cfg(feature = "odbc")]
+fn odbc(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::OdbcOptions::from_url(url)?;
+    Ok(Box::new(crate::OdbcProvider::new(options)?))
+}
+
+#[cfg(not(feature = "odbc"))]
+fn odbc(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("odbc:", "odbc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +224,15 @@ mod tests {
     #[test]
     fn disabled_backends_name_their_feature() {
         assert!(err("postgres://h/db").contains("feature \"postgres\""));
+    }
+
+    #[cfg(not(feature = "odbc"))]
+    #[test]
+    fn odbc_needs_its_feature() {
+        let e = err("odbc:Driver={MariaDB Unicode};PWD=hunter2");
+        assert!(
+            e.contains("feature \"odbc\"") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

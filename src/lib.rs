@@ -63,6 +63,7 @@
 //! | `PostgresProvider` | `postgres` | row per group, expiry on the database clock, NOTIFY |
 //! | `RedisProvider` | `redis` | `SET NX PX` + Lua, pub/sub hand-off |
 //! | `ZooKeeperProvider` | `zookeeper` | ephemeral sequential nodes, predecessor watches |
+//! | `OdbcProvider` | `odbc` | SQL Server, MySQL/MariaDB or PostgreSQL row through ODBC |
 //!
 //! Implement [`Provider`] for anything else. With the `testing` feature,
 //! [`testing`] holds the conformance suite every provider must pass.
@@ -109,6 +110,10 @@ pub use providers::faulty::{Faults, FaultyProvider, Operation};
 #[cfg(feature = "file")]
 pub use providers::file::FileProvider;
 pub use providers::memory::MemoryProvider;
+#[cfg(feature = "odbc")]
+pub use providers::odbc::OdbcProvider;
+#[cfg(feature = "odbc")]
+pub use providers::odbc::options::{Dialect, OdbcOptions};
 #[cfg(feature = "postgres")]
 pub use providers::postgres::PostgresProvider;
 #[cfg(feature = "postgres")]

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests of `leader-election` (a dev-only crate, never
 //! published): unique names, polling, thread and CPU readings, error chains and elector
-//! helpers here; one module per server — [`postgres`], [`redis`], [`zookeeper`] — with the
+//! helpers here; one module per server — [`postgres`], [`redis`], [`zookeeper`], [`odbc`]
+//! (MariaDB, and the ODBC driver registry) — with the
 //! shared server's URL and a private instance a test may stop, restart or break at will; and
 //! [`tls`] for test certificates.
 //!
@@ -12,11 +13,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod odbc;
 pub mod postgres;
 pub mod redis;
 pub mod tls;
 pub mod zookeeper;
 
+pub use odbc::{PrivateMariaDb, mariadb_odbc, mssql_odbc, odbc_setup, postgres_odbc};
 pub use postgres::{PrivatePostgres, postgres_url};
 pub use redis::{PrivateRedis, redis_url};
 pub use tls::make_tls_certs;
