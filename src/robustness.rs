@@ -99,5 +99,10 @@ proptest! {
         let _ = crate::RedisOptions::from_url(&format!("redis://{rest}"));
         #[cfg(feature = "zookeeper")]
         let _ = crate::ZooKeeperOptions::from_url(&format!("zookeeper://{rest}"));
+        #[cfg(feature = "odbc")]
+        {
+            let _ = crate::OdbcOptions::from_url(&format!("odbc:{rest}"));
+            let _ = format!("{:?}", crate::OdbcOptions::new(rest.as_str()));
+        }
     }
 }

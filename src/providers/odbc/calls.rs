@@ -104,14 +104,18 @@ impl Calls {
 }
 
 impl Inner {
-    /// A pooled connection, waiting at most until `deadline`.
+    /// A pooled connection, waiting at most until shortly before `deadline` — so that when
+    /// none can be had (a refused login, a server down) the reason reaches the caller, who
+    /// stops waiting at the deadline itself.
     fn checkout(
         &self,
         operation: &'static str,
         deadline: Instant,
     ) -> Result<r2d2::PooledConnection<Manager>> {
+        let left = deadline::time_left(deadline);
+        let wait = left.saturating_sub((left / 10).min(Duration::from_millis(100)));
         self.pool
-            .get_timeout(deadline::time_left(deadline))
+            .get_timeout(wait.max(deadline::MIN_TIMEOUT))
             .map_err(|e| {
                 let source = Box::new(Diag::plain(format!("{operation}: {e}")));
                 if self.pool.state().connections == 0 && self.auth_failed.load(Ordering::SeqCst) {
