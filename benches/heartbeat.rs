@@ -313,6 +313,65 @@ fn azure_blob(c: &mut Criterion) {
 }
 #[cfg(not(feature = "azure-blob"))]
 fn azure_blob(_: &mut Criterion) {}
+/// The ODBC provider on MariaDB and on PostgreSQL (psqlODBC), each next to a raw `SELECT 1`
+/// through the same driver (its own connection, a statement executed and fetched per call),
+/// and a raw prepared one-row `UPDATE` of the lease table in autocommit — what a renew costs
+/// the server (on MariaDB mostly the commit's log flush).
+#[cfg(feature = "odbc")]
+fn odbc(c: &mut Criterion) {
+    use leader_election::{OdbcOptions, OdbcProvider};
+    use odbc_api::Cursor;
+    le_test_support::odbc_setup();
+    for (name, conn, update) in [
+        (
+            "odbc-mariadb",
+            le_test_support::mariadb_odbc(),
+            "UPDATE le_bench SET nonce = nonce + 1 WHERE group_name = ?",
+        ),
+        (
+            "odbc-postgres",
+            le_test_support::postgres_odbc(),
+            "UPDATE le_bench SET expires_at = expires_at WHERE group_name = ?",
+        ),
+    ] {
+        let p = match OdbcProvider::new(OdbcOptions::new(&conn).table("le_bench")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{name}: skipped, server not reachable: {}", e.report());
+                continue;
+            }
+        };
+        let env = odbc_api::environment().expect("ODBC environment");
+        let raw = env
+            .connect_with_connection_string(&conn, Default::default())
+            .expect("raw connection");
+        c.bench_function(&format!("{name}/raw SELECT 1"), |b| {
+            b.iter(|| {
+                let mut cursor = raw
+                    .execute("SELECT 1", (), None)
+                    .expect("SELECT 1")
+                    .expect("a result set");
+                while cursor.next_row().expect("fetch").is_some() {}
+            })
+        });
+        let row = group(&format!("{name}-raw"));
+        let held = acquire(&p, &row, "bench");
+        let mut update = raw.prepare(update).expect("prepare UPDATE");
+        c.bench_function(&format!("{name}/raw UPDATE one row"), |b| {
+            b.iter(|| {
+                use odbc_api::IntoParameter;
+                update
+                    .execute(&row.as_str().into_parameter())
+                    .expect("UPDATE");
+            })
+        });
+        drop(update);
+        p.release(&held, deadline()).expect("release");
+        bench_provider(c, name, &p);
+    }
+}
+#[cfg(not(feature = "odbc"))]
+fn odbc(_: &mut Criterion) {}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -324,6 +383,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = memory, file, postgres, redis, zookeeper, etcd, consul, azure_blob
+    targets = memory, file, postgres, redis, zookeeper, etcd, consul, azure_blob, odbc
 }
 criterion_main!(benches);

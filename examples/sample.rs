@@ -10,6 +10,10 @@
 //! cargo run --example sample --features consul -- consul://127.0.0.1:8500/leader-election/
 //! cargo run --example sample --features azure-blob -- \
 //!     'azure-blob:?connection_string=UseDevelopmentStorage%3Dtrue&container=sample'
+//! ODBCSYSINI=/tmp/leader-election-services/odbc cargo run --example sample --features odbc -- \
+//!     'odbc:Driver={MariaDB Unicode};Server=127.0.0.1;Database=leader_election;UID=leader;PWD=leader-secret'
+//! cargo run --example sample --features odbc -- \
+//!     'odbc:Driver={ODBC Driver 18 for SQL Server};Server=db,1433;UID=app;PWD={…};Encrypt=yes'
 //! ```
 //!
 //! A Consul ACL token comes from the `CONSUL_HTTP_TOKEN` environment variable, never the URL.
@@ -28,7 +32,7 @@ fn usage() -> ! {
         "usage: sample BACKEND [ARG] [--group NAME] [--for SECONDS]\n\
          backends:\n  memory\n  file [DIR]   (default: $TMPDIR/leader-election-sample)\n  \
          URL          (postgres://, redis://, rediss://, zookeeper://, etcd://, consul://, \
-         azure-blob+https://, azure-blob:, file:///dir, memory:)"
+         azure-blob+https://, azure-blob:, odbc:…, file:///dir, memory:)"
     );
     std::process::exit(2)
 }

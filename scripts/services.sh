@@ -8,13 +8,16 @@
 #   scripts/services.sh status  [SERVICE...]
 #
 # Services: postgres (5432), redis (6379), zookeeper (2181), etcd (2379, peers on 2380),
-# azurite (blob service on 10000, in memory, account devstoreaccount1). Default: all.
+# azurite (blob service on 10000, in memory, account devstoreaccount1), mariadb (3306), odbc (no
+# server: unixODBC with the MariaDB and PostgreSQL ODBC drivers, and a project-local
+# odbcinst.ini in $LE_SERVICES_DIR/odbc — use it with `export ODBCSYSINI=$LE_SERVICES_DIR/odbc`).
+# Default: all.
 # State (data, logs, PID files) lives in $LE_SERVICES_DIR (default /tmp/leader-election-services).
 # A service whose port already answers is left alone and not stopped by `down`.
 set -euo pipefail
 
 STATE="${LE_SERVICES_DIR:-/tmp/leader-election-services}"
-ALL=(postgres redis zookeeper etcd azurite)
+ALL=(postgres redis zookeeper etcd azurite mariadb odbc)
 PG_BIN="${LE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
 
 log() { echo "services: $*" >&2; }
@@ -189,11 +192,84 @@ az_up() {
 }
 az_down() { stop_pid "$STATE/azurite.pid" azurite; }
 az_status() { az_ready && echo "azurite: up on 127.0.0.1:10000" || echo "azurite: down"; }
+# ------------------------------------------------------------------- MariaDB
+# Root over TCP from 127.0.0.1 with an empty password (tests start private instances the same
+# way); the tests' user `leader` (password `leader-secret`) owns database `leader_election` and
+# may create databases named `le_…` (the ODBC provider's schema option).
+MARIADB_DIR="$STATE/mariadb"
+mariadb_install() { apt_install mariadb-server mariadb-client; }
+mariadb_ready() { mariadb-admin --no-defaults --protocol=tcp -h127.0.0.1 -P3306 -uroot --connect-timeout=2 ping; }
+mariadb_up() {
+  mariadb_install
+  if mariadb_ready >/dev/null 2>&1; then log "mariadb already answers on 3306; using it"
+  else
+    mkdir -p "$MARIADB_DIR"
+    # mariadbd exits silently unless its state directory belongs to the user it runs as.
+    [[ $(id -u) == 0 ]] && chown mysql:mysql "$MARIADB_DIR"
+    if [[ ! -d $MARIADB_DIR/data/mysql ]]; then
+      mariadb-install-db --no-defaults --user=mysql --datadir="$MARIADB_DIR/data" \
+        --auth-root-authentication-method=normal --skip-test-db >"$MARIADB_DIR/install.log" 2>&1 \
+        || { cat "$MARIADB_DIR/install.log"; die "mariadb-install-db failed"; }
+    fi
+    nohup mariadbd --no-defaults --user=mysql --datadir="$MARIADB_DIR/data" \
+      --socket="$MARIADB_DIR/mysqld.sock" --pid-file="$MARIADB_DIR/mariadbd.pid" \
+      --bind-address=127.0.0.1 --port=3306 --skip-name-resolve \
+      --log-error="$MARIADB_DIR/error.log" >/dev/null 2>&1 &
+    echo $! >"$STATE/mariadb.pid"
+    wait_until 60 mariadb mariadb_ready || { tail -n 20 "$MARIADB_DIR/error.log"; die "mariadb not ready within 60 s"; }
+  fi
+  mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P3306 -uroot <<'SQL'
+CREATE DATABASE IF NOT EXISTS leader_election;
+CREATE USER IF NOT EXISTS 'leader'@'127.0.0.1' IDENTIFIED BY 'leader-secret';
+CREATE USER IF NOT EXISTS 'leader'@'localhost' IDENTIFIED BY 'leader-secret';
+GRANT ALL ON leader_election.* TO 'leader'@'127.0.0.1', 'leader'@'localhost';
+GRANT ALL ON `le\_%`.* TO 'leader'@'127.0.0.1', 'leader'@'localhost';
+SQL
+}
+mariadb_down() { stop_pid "$STATE/mariadb.pid" mariadb; }
+mariadb_status() { mariadb_ready >/dev/null 2>&1 && echo "mariadb: up on 127.0.0.1:3306" || echo "mariadb: down"; }
+
+# ---------------------------------------------------------------------- ODBC
+# Not a server: the driver manager and drivers, and an odbcinst.ini of the project's own. It
+# names the drivers by their absolute paths (from dpkg -L) and turns psqlODBC's CommLog off
+# (Debian's system file sets CommLog=1: a log file per connection in the temp directory).
+ODBC_DIR="$STATE/odbc"
+odbc_install() { apt_install unixodbc unixodbc-dev odbc-postgresql odbc-mariadb; }
+odbc_so() { dpkg -L "$1" 2>/dev/null | grep -m1 "/$2\$" || die "$2 not found in package $1"; }
+odbc_up() {
+  odbc_install
+  mkdir -p "$ODBC_DIR"
+  cat >"$ODBC_DIR/odbcinst.ini.tmp" <<INI
+[PostgreSQL Unicode]
+Description=PostgreSQL ODBC driver (Unicode version)
+Driver=$(odbc_so odbc-postgresql psqlodbcw.so)
+Debug=0
+CommLog=0
+
+[PostgreSQL ANSI]
+Description=PostgreSQL ODBC driver (ANSI version)
+Driver=$(odbc_so odbc-postgresql psqlodbca.so)
+Debug=0
+CommLog=0
+
+[MariaDB Unicode]
+Description=MariaDB Connector/ODBC (Unicode)
+Driver=$(odbc_so odbc-mariadb libmaodbc.so)
+INI
+  : >"$ODBC_DIR/odbc.ini"
+  mv "$ODBC_DIR/odbcinst.ini.tmp" "$ODBC_DIR/odbcinst.ini"
+  log "odbc is ready: export ODBCSYSINI=$ODBC_DIR"
+}
+odbc_down() { :; }
+odbc_status() {
+  if [[ -f $ODBC_DIR/odbcinst.ini ]]; then echo "odbc: drivers in $ODBC_DIR/odbcinst.ini"; else echo "odbc: not set up"; fi
+}
 
 # ---------------------------------------------------------------------------
 fn_prefix() {
   case $1 in
     postgres) echo pg ;; redis) echo redis ;; zookeeper) echo zk ;; etcd) echo etcd ;; azurite) echo az ;;
+    mariadb) echo mariadb ;; odbc) echo odbc ;;
     *) die "unknown service '$1' (known: ${ALL[*]})" ;;
   esac
 }

@@ -29,6 +29,12 @@ use crate::providers::memory::MemoryProvider;
 /// Azure Blob URLs take the account key (percent-encoded) as the password, or a SAS token as
 /// query parameters; a path of two segments is path-style (`/devstoreaccount1/container`, for
 /// the emulator), one segment is the container of a virtual-host endpoint.
+/// | `odbc:Driver={…};Server=…;UID=…;PWD=…[?dialect=…&table=…]` | `OdbcProvider` (`odbc`) |
+///
+/// An `odbc:` URL carries an ODBC connection string verbatim (no percent-decoding: `;`, `=`
+/// and `%` need no escaping); the options follow the first `?` outside `{…}`, so put a value
+/// holding `?` — like one holding `;` — in braces (`PWD={a?b;c}`). The dialect comes from the
+/// driver's name unless `?dialect=sqlserver|mysql|mariadb|postgres` says it.
 ///
 /// Each backend's options are query parameters named like its builder methods
 /// (`?table=leases&command_timeout=2s`); durations are written `500ms`, `10s`, `1m`. The
@@ -65,12 +71,13 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
         "etcd" | "etcds" => etcd(url),
         "consul" | "consul+https" => consul(url),
         "azure-blob" | "azure-blob+https" | "azure-blob+http" => azure_blob(url),
+        "odbc" => odbc(url),
         other => Err(Error::config(
             "url",
             format!(
                 "unknown scheme {other:?}; known are memory:, file:, postgres://, redis://, \
                  rediss://, zookeeper://, etcd://, etcds://, consul://, consul+https://, \
-                 azure-blob+https://, azure-blob+http://, azure-blob:"
+                 azure-blob+https://, azure-blob+http://, azure-blob:, odbc:"
             ),
         )),
     }
@@ -83,7 +90,8 @@ pub fn connect(url: &str) -> Result<Box<dyn Provider>> {
     feature = "zookeeper",
     feature = "etcd",
     feature = "consul",
-    feature = "azure-blob"
+    feature = "azure-blob",
+    feature = "odbc"
 )))]
 fn needs_feature(scheme: &str, feature: &str) -> Error {
     Error::config(
@@ -208,6 +216,17 @@ fn azure_blob(_: &str) -> Result<Box<dyn Provider>> {
     Err(needs_feature("azure-blob+https://", "azure-blob"))
 }
 
+#[cfg(feature = "odbc")]
+fn odbc(url: &str) -> Result<Box<dyn Provider>> {
+    let options = crate::OdbcOptions::from_url(url)?;
+    Ok(Box::new(crate::OdbcProvider::new(options)?))
+}
+
+#[cfg(not(feature = "odbc"))]
+fn odbc(_: &str) -> Result<Box<dyn Provider>> {
+    Err(needs_feature("odbc:", "odbc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +321,15 @@ mod tests {
         let e =
             err("azure-blob+https://acct.blob.core.windows.net/cc1?sp=r&sig=S3cr3t&se=2999-01-01");
         assert!(e.contains("read and write") && !e.contains("S3cr3t"), "{e}");
+    }
+
+    #[cfg(not(feature = "odbc"))]
+    #[test]
+    fn odbc_needs_its_feature() {
+        let e = err("odbc:Driver={MariaDB Unicode};PWD=hunter2");
+        assert!(
+            e.contains("feature \"odbc\"") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

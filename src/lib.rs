@@ -66,6 +66,7 @@
 //! | `EtcdProvider` | `etcd` | a lease per term, create-if-absent transaction, prefix watch |
 //! | `ConsulProvider` | `consul` | KV key locked by a check-free TTL session, blocking-query watch |
 //! | `AzureBlobProvider` | `azure-blob` | one blob per group, blob leases (15–60 s), token in metadata |
+//! | `OdbcProvider` | `odbc` | SQL Server, MySQL/MariaDB or PostgreSQL row through ODBC |
 //!
 //! To follow who leads without campaigning (dashboards, routing to the leader), start an
 //! [`Observer`]. The `cli` feature builds the `leader-election` command-line tool (see the
@@ -130,6 +131,10 @@ pub use providers::faulty::{Faults, FaultyProvider, Operation};
 #[cfg(feature = "file")]
 pub use providers::file::FileProvider;
 pub use providers::memory::MemoryProvider;
+#[cfg(feature = "odbc")]
+pub use providers::odbc::OdbcProvider;
+#[cfg(feature = "odbc")]
+pub use providers::odbc::options::{Dialect, OdbcOptions};
 #[cfg(feature = "postgres")]
 pub use providers::postgres::PostgresProvider;
 #[cfg(feature = "postgres")]

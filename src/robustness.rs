@@ -116,5 +116,10 @@ proptest! {
             )));
             let _ = crate::providers::azure_blob::sas_time(&rest);
         }
+        #[cfg(feature = "odbc")]
+        {
+            let _ = crate::OdbcOptions::from_url(&format!("odbc:{rest}"));
+            let _ = format!("{:?}", crate::OdbcOptions::new(rest.as_str()));
+        }
     }
 }

@@ -89,6 +89,17 @@ fn every_built_backend_leads_from_a_url() {
         )),
         common::unique("connect")
     ));
+    common::odbc_setup();
+    leads(&format!(
+        "odbc:{}?table={}&command_timeout=2s",
+        common::mariadb_odbc(),
+        common::unique("connect_t")
+    ));
+    leads(&format!(
+        "odbc:{}?table={}&dialect=postgres",
+        common::postgres_odbc(),
+        common::unique("connect_t")
+    ));
 }
 
 /// Percent-encodes everything but letters and digits.
@@ -224,4 +235,41 @@ fn secrets_in_urls_stay_out_of_errors_and_logs() {
     .report();
     assert!(e.contains("SAS token was refused"), "{e}");
     assert_no_secret("Wr0ng-A-s3cret", &e);
+    // ODBC: the password is in the connection string, which no error or log line repeats —
+    // neither ours nor odbc-api's (it logs driver diagnostics through `log` too).
+    common::odbc_setup();
+    for (conn, secret) in [
+        (common::mariadb_odbc(), "Wr0ng-M-s3cret"),
+        (common::postgres_odbc(), "Wr0ng-P-s3cret"),
+    ] {
+        let wrong = conn.replace("PWD=leader-secret", &format!("PWD={{{secret}}}"));
+        assert!(wrong.contains(secret), "no PWD=leader-secret to replace");
+        let e = connect(&format!("odbc:{wrong}"))
+            .err()
+            .expect("a wrong password is refused")
+            .report();
+        assert_no_secret(secret, &e);
+        let lazy = connect(&format!("odbc:{wrong}?fail_fast=false&connect_timeout=1s")).unwrap();
+        let elector = Elector::builder(lazy)
+            .group(common::unique("connect-odbc"))
+            .lease_ttl(Duration::from_secs(2))
+            .heartbeat_interval(Duration::from_millis(500))
+            .retry_interval(Duration::from_millis(100))
+            .start()
+            .unwrap();
+        let logged = common::logs::LINES.lock().unwrap().len();
+        assert!(common::wait_for(Duration::from_secs(10), || {
+            common::logs::LINES.lock().unwrap()[logged..]
+                .iter()
+                .any(|l| l.contains("campaign failed"))
+        }));
+        drop(elector);
+        assert_no_secret(secret, "");
+    }
+    let e = connect("odbc:Driver={MariaDB Unicode};PWD={Wr0ng-U-s3cret}?passwd=x")
+        .err()
+        .expect("unknown parameter")
+        .report();
+    assert!(e.contains("passwd"), "{e}");
+    assert_no_secret("Wr0ng-U-s3cret", &e);
 }

@@ -11,6 +11,8 @@ pub(crate) mod faulty;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 pub(crate) mod memory;
+#[cfg(feature = "odbc")]
+pub(crate) mod odbc;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "redis")]

@@ -1,10 +1,10 @@
 //! Helpers shared by the integration tests of `leader-election` (a dev-only crate, never
 //! published): unique names, polling, thread and CPU readings, error chains and elector
 //! helpers here; one module per server — [`postgres`], [`redis`], [`zookeeper`], [`etcd`],
-//! [`azurite`] — with the shared server's URL and a private instance a test may stop, restart
-//! or break at will; [`consul_double`], a model of Consul's HTTP API (no Consul server can be
-//! installed here); [`tls`] for test certificates; and [`proxy`], a TCP proxy that can drop
-//! traffic.
+//! [`azurite`], [`odbc`] (MariaDB, and the ODBC driver registry) — with the shared server's URL
+//! and a private instance a test may stop, restart or break at will; [`consul_double`], a model
+//! of Consul's HTTP API (no Consul server can be installed here); [`tls`] for test
+//! certificates; and [`proxy`], a TCP proxy that can drop traffic.
 //!
 //! The shared servers (started by `scripts/services.sh` or docker compose) serve the
 //! conformance suites. Tests that restart or break a server start their own instance on a free
@@ -18,6 +18,7 @@ pub mod azurite;
 pub mod consul_double;
 pub mod etcd;
 pub mod logs;
+pub mod odbc;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
@@ -27,6 +28,7 @@ pub mod zookeeper;
 pub use azurite::{PrivateAzurite, azurite_url};
 pub use consul_double::{ConsulDouble, consul_addr};
 pub use etcd::{PrivateEtcd, TcpProxy, etcd_url};
+pub use odbc::{PrivateMariaDb, mariadb_odbc, mssql_odbc, odbc_setup, postgres_odbc};
 pub use postgres::{PrivatePostgres, postgres_url};
 pub use proxy::Proxy;
 pub use redis::{PrivateRedis, redis_url};
