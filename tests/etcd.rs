@@ -7,8 +7,7 @@
 
 use le_test_support as common;
 
-use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcd_delete, etcd_key, etcd_leases, etcd_post};
@@ -394,29 +393,8 @@ fn etcd_child_role() {
 #[test]
 fn sigkill_of_the_leader_process() {
     let prefix = prefix();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "etcd_child_role", "--nocapture"])
-        .args(["--test-threads=1"])
-        .env("LE_ETCD_PREFIX", &prefix)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            // libtest prints "test etcd_child_role ... " without a newline first.
-            if let Some(t) = line.split("ACQ ").nth(1) {
-                let _ = tx.send(t.trim().parse::<u64>().unwrap());
-            }
-        }
-    });
-    let child_token = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the child did not lead");
+    let (mut child, child_token) =
+        common::spawn_leading_child("etcd_child_role", ("LE_ETCD_PREFIX", &prefix));
     let follower = kill_elector(&prefix, "parent");
     let changes = follower.subscribe_filtered(EventKinds::ACQUIRED);
     std::thread::sleep(Duration::from_secs(1));

@@ -5,7 +5,6 @@
 use le_test_support as common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leader_election::{Elector, EventKinds, LeadershipChange, ZooKeeperOptions, ZooKeeperProvider};
@@ -50,36 +49,9 @@ fn zk_child_role() {
 
 #[test]
 fn sigkill_of_the_leader_process() {
-    use std::io::BufRead;
     let root = format!("/le-test/{}", common::unique("kill"));
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "zk_child_role",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("LE_ZK_ROOT", &root)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            // libtest prints "test zk_child_role ... " without a newline first.
-            if let Some(t) = line.split("ACQ ").nth(1) {
-                let _ = tx.send(t.trim().parse::<u64>().unwrap());
-            }
-        }
-    });
-    let child_token = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the child did not lead");
+    let (mut child, child_token) =
+        common::spawn_leading_child("zk_child_role", ("LE_ZK_ROOT", &root));
     let follower = elector(&root, "parent");
     let changes = follower.subscribe_filtered(EventKinds::ACQUIRED);
     std::thread::sleep(Duration::from_secs(1));

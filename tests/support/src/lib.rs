@@ -298,3 +298,41 @@ pub fn expect_deadline_step_down(changes: &leader_election::Changes, within: Dur
     );
     at
 }
+
+/// Runs this test binary's ignored test `role` as a child process, with `env` set, and waits
+/// up to 30 s until it prints `ACQ <token>` (it leads). Returns the child, to kill, and that
+/// token. The child role prints the line once its elector holds the group.
+pub fn spawn_leading_child(role: &str, env: (&str, &str)) -> (std::process::Child, u64) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            role,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning the child role");
+    let stdout = child.stdout.take().expect("the child's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // libtest prints "test <role> ... " without a newline first.
+            if let Some(t) = line.split("ACQ ").nth(1)
+                && let Ok(token) = t.trim().parse::<u64>()
+            {
+                let _ = tx.send(token);
+            }
+        }
+    });
+    let token = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the child did not lead");
+    (child, token)
+}
