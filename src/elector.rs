@@ -137,8 +137,10 @@ impl<P: Provider> ElectorBuilder<P> {
 /// One participant in one election group.
 ///
 /// Starting it spawns a heartbeat thread that campaigns every retry interval, renews every
-/// heartbeat interval while leading and reports each change to subscribers; a second thread
-/// runs the provider's blocking calls so that a hung backend can never delay a step-down.
+/// heartbeat interval while leading and reports each change to subscribers; the provider's
+/// blocking calls run on the process's small I/O pool, so that a hung backend can never delay
+/// a step-down. Near a process limit (threads, memory mappings, address space) starting is
+/// refused with [`Error::ResourceLimit`] and the electors already running go on.
 /// Dropping the elector shuts it down (releasing leadership) on a best-effort basis, waiting
 /// at most the shutdown timeout (default 5 s) for the release; call
 /// [`Elector::shutdown`] to see errors.
@@ -201,8 +203,12 @@ impl Elector {
         if running.is_some() {
             return Err(Error::AlreadyStarted);
         }
-        let provider = self.provider.lock().take().ok_or(Error::ShutDown)?;
+        let mut slot = self.provider.lock();
+        let provider = slot.clone().ok_or(Error::ShutDown)?;
+        // Refused near a process limit; the provider stays, so a later start may succeed.
+        crate::limits::check_room()?;
         let heartbeat = HeartbeatHandle::spawn(self.config.clone(), provider, self.shared.clone())?;
+        *slot = None;
         *running = Some(heartbeat);
         Ok(())
     }

@@ -90,6 +90,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The process is too close to one of its resource limits (memory mappings, address
+    /// space, threads) to start another elector safely: starting it could make a thread that
+    /// already runs fail an allocation and abort the whole process. The electors already
+    /// running are unaffected; stopping some, or raising the limit, makes room.
+    #[error("cannot start another elector: the process is near its {resource} limit ({detail})")]
+    ResourceLimit {
+        /// The limit, e.g. `"memory mapping (vm.max_map_count)"`.
+        resource: &'static str,
+        /// The figures: the limit and what is in use.
+        detail: String,
+    },
+
     /// The elector was already started.
     #[error("the elector is already running")]
     AlreadyStarted,
@@ -121,7 +133,7 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unavailable { .. } | Error::Timeout { .. } => true,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::ResourceLimit { .. } => true,
             Error::Backend { transient, .. } | Error::Injected { transient, .. } => *transient,
             Error::Io { source, .. } => matches!(
                 source.kind(),

@@ -33,7 +33,9 @@
 //! - **One heartbeat thread per elector.** It campaigns every retry interval (with jitter,
 //!   and at once when a backend that can push changes reports a release), renews every
 //!   heartbeat interval while leading, and backs off after errors. Provider calls run on a
-//!   second, I/O thread, one at a time, so the heartbeat thread never blocks on the backend.
+//!   small process-wide I/O pool (one elector's calls one at a time, in order; a thread added
+//!   whenever calls wait and every thread is busy), so the heartbeat thread never blocks on
+//!   the backend, and one hung call never holds up another elector's.
 //! - **A local deadline.** A leader leads only until the moment it *sent* its last confirmed
 //!   renew (or acquire) + lease TTL − safety margin, on the monotonic clock.
 //!   [`Elector::is_leader`] checks that deadline itself, and the heartbeat thread wakes at it
@@ -88,6 +90,7 @@ mod elector;
 mod error;
 mod heartbeat;
 mod lease;
+mod limits;
 mod observer;
 mod provider;
 mod providers;

@@ -11,8 +11,10 @@ use crate::lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 
 /// A backend that can hold one lease per election group.
 ///
-/// The elector calls a provider from one I/O thread per elector, one call at a time, so an
-/// implementation needs `Sync` only because several electors (and the user) may share it.
+/// The elector calls a provider from the threads of the process's I/O pool: one elector's
+/// calls one at a time and in order, different electors' calls at the same time. A provider
+/// shared by several electors must therefore take concurrent calls (`Sync`), and a call that
+/// hangs holds one pool thread until its deadline (the pool adds threads so others go on).
 /// Backends differ widely — TTL leases with compare-and-swap (Redis, SQL rows), server-held
 /// sessions (ZooKeeper, Consul, file locks), fixed-length leases (Azure blobs) — and this
 /// contract asks only for what all of them can promise.

@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     resign_epoch: AtomicU64,
     /// The clock of the term's deadline (it counts time the machine was suspended).
     clock: Clock,
-    /// What [`crate::Elector::status`] reports (its own lock: the I/O thread writes it too).
+    /// What [`crate::Elector::status`] reports (its own lock: pool workers write it too).
     health: Mutex<Health>,
 }
 

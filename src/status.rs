@@ -1,7 +1,7 @@
 //! An elector's state as its user reads it: the current [`Term`], and its health, as [`crate::Elector::status`] reports it: its role and term, how long
 //! since the backend last answered, consecutive failures and the last error (its text never
 //! holds a secret), whether the push watch is established, and how long the backend call in
-//! flight has been running. The heartbeat and I/O threads keep a [`Health`] record up to date;
+//! flight has been running. The heartbeat thread and the I/O pool keep a [`Health`] record up to date;
 //! a status is a snapshot of it.
 
 use std::time::{Duration, Instant};
@@ -57,14 +57,14 @@ pub struct Status {
     pub call_in_flight: Option<(&'static str, Duration)>,
 }
 
-/// What the heartbeat and I/O threads record for [`Status`].
+/// What the heartbeat thread and the I/O pool record for [`Status`].
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     pub(crate) last_success: Option<Moment>,
     pub(crate) failures: u32,
     pub(crate) last_error: Option<String>,
     pub(crate) watch: bool,
-    /// The call the I/O thread is in: its name and when it began.
+    /// The call in flight: its name and when it began.
     pub(crate) call: Option<(&'static str, Moment)>,
     pub(crate) stopped: bool,
 }

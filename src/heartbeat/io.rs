@@ -1,22 +1,25 @@
-//! The I/O thread: the one thread of an elector that calls the provider, so the heartbeat
-//! thread never blocks on the backend. The heartbeat thread sends it [`Call`]s (each a [`Job`]
-//! with an id and a deadline) through an [`IoLink`]; it runs them one at a time, in order, and
-//! answers each with an [`Outcome`] under the same id. A panicking provider reads as a
-//! transient error. Once the heartbeat thread is gone ("orphaned": it closed the answers, or
-//! its end of the channel is gone), it still runs the queued releases and withdrawals, and
-//! releases a lease that an acquire won too late, so nothing stays held on the backend. The
-//! answers are closed under a lock the I/O thread sends under, so every answer is either
-//! delivered before the close (and read by the heartbeat thread's last drain) or not at all.
+//! An elector's provider calls, made on the process's I/O pool ([`super::pool`]) so the
+//! heartbeat thread never blocks on the backend. The heartbeat thread queues [`Call`]s (each a
+//! [`Job`] with an id and a deadline) on its [`Lane`] through an [`IoLink`]; pool workers run
+//! them one at a time, in order, and answer each with an [`Outcome`] under the same id. A
+//! panicking provider reads as a transient error. Once the heartbeat thread is gone
+//! ("orphaned": it closed the answers, or its end of the channel is gone), the lane still runs
+//! the queued releases and withdrawals, and releases a lease that an acquire won too late, so
+//! nothing stays held on the backend. The answers are closed under a lock the lane sends
+//! under, so every answer is either delivered before the close (and read by the heartbeat
+//! thread's last drain) or not at all.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{Clock, Moment};
-use crate::shared::Shared;
-
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
+
+use super::pool::{Pool, Work};
+use crate::clock::{Clock, Moment};
+use crate::shared::Shared;
 
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, Acquisition, Lease, Renewal};
@@ -61,41 +64,35 @@ struct Job {
     deadline: Instant,
 }
 
-/// Answers from the I/O thread: the id of the call, and its outcome.
+/// Answers from the I/O pool: the id of the call, and its outcome.
 pub(super) type Outcomes = Receiver<(u64, Outcome)>;
 
-/// The heartbeat thread's end of the job queue: numbers the calls and counts those not yet
-/// answered. Dropping it lets the I/O thread finish the queue and end.
+/// The heartbeat thread's end of its calls: numbers them, queues them on the elector's
+/// [`Lane`], and counts those not yet answered. Dropping it lets the lane finish its queue.
 pub(super) struct IoLink {
-    jobs: Sender<Job>,
-    group: String,
+    lane: Arc<Lane>,
+    pool: Arc<Pool>,
     next_id: u64,
-    /// Calls sent to the I/O thread and not yet answered.
+    /// Calls queued and not yet answered.
     outstanding: usize,
-    /// The I/O thread is gone.
-    dead: bool,
     /// Turns the machine's deadlines into the `Instant`s providers take.
     clock: Clock,
-    /// `true` once the heartbeat thread reads no more answers (see [`IoLink::close_answers`]).
-    closed: Arc<Mutex<bool>>,
 }
 
 impl IoLink {
-    /// Queues `call` and returns its id (an id even if the queue is closed, which marks the
-    /// link dead).
+    /// Queues `call` and returns its id.
     pub(super) fn send(&mut self, call: Call, deadline: Moment) -> u64 {
         let deadline = self.clock.instant_at(deadline);
         self.next_id += 1;
         let id = self.next_id;
-        if self.jobs.send(Job { id, call, deadline }).is_ok() {
-            self.outstanding += 1;
-        } else {
-            // The I/O thread is gone (it cannot be, short of a bug): stop rather than spin.
-            log::error!(
-                "leader election {:?}: the I/O thread is gone; stopping",
-                self.group
-            );
-            self.dead = true;
+        self.outstanding += 1;
+        let schedule = {
+            let mut queue = self.lane.queue.lock();
+            queue.jobs.push_back(Job { id, call, deadline });
+            !std::mem::replace(&mut queue.scheduled, true)
+        };
+        if schedule {
+            self.pool.schedule(self.lane.clone());
         }
         id
     }
@@ -110,60 +107,62 @@ impl IoLink {
         self.outstanding
     }
 
-    /// Records that the I/O thread hung up (its answer channel disconnected).
-    pub(super) fn set_dead(&mut self) {
-        self.dead = true;
-    }
-
-    /// Whether the I/O thread is gone.
-    pub(super) fn is_dead(&self) -> bool {
-        self.dead
-    }
-
-    /// Tells the I/O thread that no more answers will be read: from now on it keeps what it
-    /// would have answered (releasing a lease an acquire won) and runs only the queued
-    /// releases and withdrawals. Every answer sent before this returns is in the channel.
+    /// Tells the lane that no more answers will be read: from now on it keeps what it would
+    /// have answered (releasing a lease an acquire won) and runs only the queued releases and
+    /// withdrawals. Every answer sent before this returns is in the channel.
     pub(super) fn close_answers(&self) {
-        *self.closed.lock() = true;
+        *self.lane.answers.closed.lock() = true;
     }
 }
 
-/// Spawns the I/O thread (named `le-io-{short}`) for `provider`.
-pub(super) fn spawn(
-    provider: Arc<dyn Provider>,
-    shared: Arc<Shared>,
-    group: &str,
-    short: &str,
-) -> Result<(IoLink, Outcomes)> {
-    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+/// Makes the I/O link of one elector on the process's pool (started on first use).
+pub(super) fn link(provider: Arc<dyn Provider>, shared: Arc<Shared>) -> Result<(IoLink, Outcomes)> {
+    let pool = Pool::get()?;
     let (out_tx, out_rx) = crossbeam_channel::unbounded();
-    let io_shared = shared.clone();
-    let closed = Arc::new(Mutex::new(false));
-    let answers = Answers {
-        out: out_tx,
-        closed: closed.clone(),
-    };
-    std::thread::Builder::new()
-        .name(format!("le-io-{short}"))
-        .spawn(move || io_loop(&*provider, &io_shared, job_rx, &answers))
-        .map_err(|e| Error::io("spawning the elector's I/O thread", e))?;
+    let lane = Arc::new(Lane {
+        provider,
+        shared: shared.clone(),
+        answers: Answers {
+            out: out_tx,
+            closed: Mutex::new(false),
+        },
+        queue: Mutex::new(Queue {
+            jobs: VecDeque::new(),
+            scheduled: false,
+            orphaned: false,
+        }),
+    });
     let link = IoLink {
         clock: shared.clock().clone(),
-        jobs: job_tx,
-        group: group.to_owned(),
+        lane,
+        pool,
         next_id: 0,
         outstanding: 0,
-        dead: false,
-        closed,
     };
     Ok((link, out_rx))
 }
 
-/// The I/O thread's end of the answers.
+/// One elector's calls, waiting for the pool.
+struct Lane {
+    provider: Arc<dyn Provider>,
+    shared: Arc<Shared>,
+    answers: Answers,
+    queue: Mutex<Queue>,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// The lane is in the pool's ready queue or a worker is running its call.
+    scheduled: bool,
+    /// Nobody reads the answers any more (see [`Lane::run_next`]).
+    orphaned: bool,
+}
+
+/// The lane's end of the answers.
 struct Answers {
     out: Sender<(u64, Outcome)>,
     /// Set by [`IoLink::close_answers`]; answers are sent while holding it.
-    closed: Arc<Mutex<bool>>,
+    closed: Mutex<bool>,
 }
 
 impl Answers {
@@ -180,20 +179,31 @@ impl Answers {
     }
 }
 
-/// How long a release or withdrawal gets once nobody waits for it (see [`io_loop`]).
+/// How long a release or withdrawal gets once nobody waits for it (see [`Lane::run_next`]).
 const ORPHANED_CALL_TIME: Duration = Duration::from_secs(5);
 
-/// Runs provider calls one at a time until the heartbeat thread hangs up.
-///
-/// If the heartbeat thread is gone (a shutdown that gave up waiting for a hung call), the
-/// remaining queued releases still run, and a lease acquired too late is released, so nothing
-/// stays held on the backend.
-fn io_loop(provider: &dyn Provider, shared: &Shared, jobs: Receiver<Job>, answers: &Answers) {
-    let mut orphaned = false;
-    for job in jobs {
-        if orphaned && !matches!(job.call, Call::Release(_) | Call::Withdraw(..)) {
-            continue;
-        }
+impl Work for Lane {
+    /// Runs the lane's next call and answers it.
+    ///
+    /// Once the heartbeat thread is gone ("orphaned": a shutdown that gave up waiting for a
+    /// hung call), only the queued releases and withdrawals still run, and a lease acquired too
+    /// late is released, so nothing stays held on the backend.
+    fn run_next(&self, started: &dyn Fn(Instant)) -> bool {
+        let (job, orphaned) = {
+            let mut queue = self.queue.lock();
+            loop {
+                match queue.jobs.pop_front() {
+                    None => {
+                        queue.scheduled = false;
+                        return false;
+                    }
+                    Some(job)
+                        if queue.orphaned
+                            && !matches!(job.call, Call::Release(_) | Call::Withdraw(..)) => {}
+                    Some(job) => break (job, queue.orphaned),
+                }
+            }
+        };
         // Nobody waits for an orphaned release any more, but it should still get a fair
         // chance: its own deadline may have passed while the call before it hung.
         let deadline = if orphaned {
@@ -201,14 +211,13 @@ fn io_loop(provider: &dyn Provider, shared: &Shared, jobs: Receiver<Job>, answer
         } else {
             job.deadline
         };
-        shared.health().call = Some((job.call.name(), shared.clock().now()));
+        started(deadline);
+        let provider = &*self.provider;
+        self.shared.health().call = Some((job.call.name(), self.shared.clock().now()));
         let outcome = run(provider, job.call, deadline);
-        shared.health().call = None;
-        if orphaned {
-            continue;
-        }
-        if let Some(outcome) = answers.send(job.id, outcome) {
-            orphaned = true;
+        self.shared.health().call = None;
+        if !orphaned && let Some(outcome) = self.answers.send(job.id, outcome) {
+            self.queue.lock().orphaned = true;
             if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
                 let deadline = Instant::now() + lease.ttl;
                 if let Err(e) = provider.release(&lease, deadline) {
@@ -219,6 +228,13 @@ fn io_loop(provider: &dyn Provider, shared: &Shared, jobs: Receiver<Job>, answer
                     );
                 }
             }
+        }
+        let mut queue = self.queue.lock();
+        if queue.jobs.is_empty() {
+            queue.scheduled = false;
+            false
+        } else {
+            true
         }
     }
 }

@@ -1,19 +1,20 @@
 //! The threads behind one elector, and the [`HeartbeatHandle`] the [`crate::Elector`] keeps.
 //!
-//! Each elector runs two threads. The *heartbeat thread* (this file's loop) waits for whatever
-//! comes first — a command from the handle, an answer from the I/O thread, a wake-up from the
-//! backend, or the time for the next step — and hands it to the state machine ([`state`]),
-//! which campaigns, renews, steps down on its own deadline and publishes changes. The *I/O
-//! thread* ([`io`]) makes the provider calls, one at a time, so the heartbeat thread never
-//! blocks on the backend: it always wakes at the leader's deadline, whatever the backend is
-//! doing.
+//! Each elector runs one thread of its own. The *heartbeat thread* (this file's loop) waits for
+//! whatever comes first — a command from the handle, an answer to a provider call, a wake-up
+//! from the backend, or the time for the next step — and hands it to the state machine
+//! ([`state`]), which campaigns, renews, steps down on its own deadline and publishes changes.
+//! The provider calls run on the process's I/O pool ([`pool`]), one elector's calls at a time
+//! and in order ([`io`]), so the heartbeat thread never blocks on the backend: it always wakes
+//! at the leader's deadline, whatever the backend is doing.
 //!
-//! When the heartbeat thread stops, it closes the I/O thread's answers and reads those already
-//! sent: a campaign that won after a shutdown gave up waiting has its lease released through
-//! the I/O thread (which runs queued releases even once nobody reads its answers), rather than
-//! left held until its TTL.
+//! When the heartbeat thread stops, it closes its answers and reads those already sent: a
+//! campaign that won after a shutdown gave up waiting has its lease released through the pool
+//! (which runs queued releases even once nobody reads the answers), rather than left held
+//! until its TTL.
 
 mod io;
+pub(crate) mod pool;
 mod state;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,6 +29,11 @@ use crate::provider::{Provider, Wakeup};
 use crate::shared::Shared;
 use io::Outcomes;
 use state::Machine;
+
+/// Stack size of a heartbeat thread: it runs the state machine, the application's logger and
+/// metrics recorder, never a provider call. Small, so thousands of electors fit in the
+/// address space of a constrained process.
+const HEARTBEAT_STACK: usize = 256 << 10;
 
 /// Commands from the handle to the heartbeat thread.
 enum Command {
@@ -48,8 +54,8 @@ pub(crate) struct HeartbeatHandle {
 }
 
 impl HeartbeatHandle {
-    /// Spawns the I/O and heartbeat threads of one elector (named `le-io-…` and `le-hb-…`
-    /// after the group's first 8 characters).
+    /// Spawns the heartbeat thread of one elector (named `le-hb-…` after the group's first 8
+    /// characters), starting the process's I/O pool on first use.
     pub(crate) fn spawn(
         config: Arc<Config>,
         provider: Arc<dyn Provider>,
@@ -57,11 +63,12 @@ impl HeartbeatHandle {
     ) -> Result<Self> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let short: String = config.group.chars().take(8).collect();
-        let (link, outcomes) = io::spawn(provider.clone(), shared.clone(), &config.group, &short)?;
+        let (link, outcomes) = io::link(provider.clone(), shared.clone())?;
         let (wakeup, wake_rx) = Wakeup::channel();
         let machine = Machine::new(provider.name(), config, shared.clone(), link, wakeup);
         let thread = std::thread::Builder::new()
             .name(format!("le-hb-{short}"))
+            .stack_size(HEARTBEAT_STACK)
             .spawn(move || {
                 let group = machine.config().group.clone();
                 let body = AssertUnwindSafe(|| run(machine, cmd_rx, outcomes, wake_rx));
@@ -164,10 +171,8 @@ fn run(
             },
             recv(outcomes) -> out => match out {
                 Ok((id, outcome)) => machine.on_outcome(id, outcome),
-                Err(_) => {
-                    outcomes = crossbeam_channel::never();
-                    machine.io_gone();
-                }
+                // Cannot happen (the machine's link keeps the sender); never spin on it.
+                Err(_) => outcomes = crossbeam_channel::never(),
             },
             recv(wakeups) -> _ => machine.on_wakeup(),
             default(timeout) => {}

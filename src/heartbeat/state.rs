@@ -1,5 +1,5 @@
 //! The heartbeat's state machine: what one elector does next, and what it makes of each
-//! answer from the I/O thread. It is in one [`Phase`] — following (campaigning now and then),
+//! answer from the I/O pool. It is in one [`Phase`] — following (campaigning now and then),
 //! leading (renewing, until a local deadline), or stopping (waiting for the last releases) —
 //! and the phase holds the call that can change it: a follower's campaign, a leader's renew.
 //! It sends calls through the [`IoLink`] and never blocks; the heartbeat thread (`mod.rs`)
@@ -32,7 +32,7 @@ mod outcomes;
 enum Phase {
     /// Not leading: campaigns at `next_action`.
     Following {
-        /// The campaign out at the I/O thread, if any.
+        /// The campaign out at the I/O pool, if any.
         campaign: Option<Campaign>,
     },
     /// Leading until `deadline`; renews at `next_action`.
@@ -40,7 +40,7 @@ enum Phase {
         lease: Lease,
         /// Local deadline: send time of the last confirmed renew (or acquire) + TTL − margin.
         deadline: Moment,
-        /// The renew out at the I/O thread, if any: its id and send time.
+        /// The renew out at the I/O pool, if any: its id and send time.
         renew: Option<(u64, Moment)>,
     },
     /// Shut down: sends nothing new, waits for the calls out until `give_up_at`. Final.
@@ -54,7 +54,7 @@ enum Phase {
     },
 }
 
-/// A campaign (acquire call) out at the I/O thread.
+/// A campaign (acquire call) out at the I/O pool.
 struct Campaign {
     id: u64,
     sent: Moment,
@@ -146,15 +146,11 @@ impl Machine {
     }
 
     /// One turn of the heartbeat loop: ends a term whose deadline passed, then starts the
-    /// calls that are due. Returns `false` when the thread should stop: the I/O thread is
-    /// gone, or a shutdown has no call left out (or gave up waiting).
+    /// calls that are due. Returns `false` when the thread should stop: a shutdown has no
+    /// call left out (or gave up waiting).
     pub(super) fn turn(&mut self, now: Moment) -> bool {
         self.check_deadline(now);
         self.warn_of_a_long_call(now);
-        if self.io.is_dead() {
-            self.step_down(LostReason::ShutDown, false);
-            return false;
-        }
         if let Phase::Stopping { give_up_at, .. } = &self.phase {
             return self.io.outstanding() > 0 && now < *give_up_at;
         }
@@ -201,11 +197,6 @@ impl Machine {
             }
         }
         at
-    }
-
-    /// The I/O thread hung up: the next turn stops.
-    pub(super) fn io_gone(&mut self) {
-        self.io.set_dead();
     }
 
     fn start_calls(&mut self, now: Moment) {
@@ -397,7 +388,7 @@ impl Machine {
 
     /// Ends the elector: closes the subscriptions and answers the shutdown, if any, with
     /// [`Error::Timeout`] if it gave up with calls still out, else the last release error.
-    /// Then closes the I/O thread's answers and releases any lease that a campaign won in an
+    /// Then closes its answers and releases any lease that a campaign won in an
     /// answer the loop did not read (it arrived after the shutdown gave up).
     pub(super) fn finish(mut self, outcomes: &Outcomes) {
         let now = self.now();

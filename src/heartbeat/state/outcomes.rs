@@ -1,4 +1,4 @@
-//! How the state machine takes each answer from the I/O thread: a campaign's result (adopt
+//! How the state machine takes each answer from the I/O pool: a campaign's result (adopt
 //! the lease, or release it, or note the leader), a renew's (extend the deadline, or step
 //! down), a failed release (retry it later, or report it on shutdown), a watch's. Every
 //! answer first ends a term whose deadline has passed, so a late one cannot revive it.
@@ -34,7 +34,7 @@ impl Machine {
         }
     }
 
-    /// An answer from the I/O thread.
+    /// An answer from the I/O pool.
     pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome) {
         self.io.answered();
         let now = self.now();
