@@ -30,6 +30,11 @@ pub struct Capabilities {
     /// LISTEN/NOTIFY, pub/sub), so waiting followers campaign at once after a release instead
     /// of at their next poll. Default `false`.
     pub pushes_changes: bool,
+    /// Whether the push also reports a lease that ends without a release (its holder died):
+    /// ZooKeeper session expiry, etcd lease expiry, Consul session invalidation. Then idle
+    /// followers need not poll at the leader's expiry (see
+    /// [`crate::ElectorBuilder::idle_poll_interval`]). Default `false`.
+    pub pushes_expiry: bool,
     /// Whether a lease ends as soon as the client holding it is dropped or its process dies
     /// (file locks, ZooKeeper sessions), rather than only when its TTL runs out (rows, keys).
     /// Default `false`.
@@ -45,6 +50,7 @@ impl Default for Capabilities {
     fn default() -> Self {
         Capabilities {
             pushes_changes: false,
+            pushes_expiry: false,
             lease_ends_with_client: false,
             min_lease_ttl: Duration::from_millis(1),
             max_lease_ttl: crate::validate::MAX_DURATION,
@@ -56,6 +62,12 @@ impl Capabilities {
     /// Sets [`Capabilities::pushes_changes`].
     pub fn with_pushes_changes(mut self, pushes: bool) -> Self {
         self.pushes_changes = pushes;
+        self
+    }
+
+    /// Sets [`Capabilities::pushes_expiry`].
+    pub fn with_pushes_expiry(mut self, pushes: bool) -> Self {
+        self.pushes_expiry = pushes;
         self
     }
 

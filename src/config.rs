@@ -19,6 +19,8 @@ pub(crate) struct Options {
     /// `None`: a tenth of the lease TTL.
     pub safety_margin: Option<Duration>,
     pub shutdown_timeout: Duration,
+    /// `None`: the lease TTL.
+    pub idle_poll_interval: Option<Duration>,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -32,6 +34,9 @@ pub(crate) struct Config {
     pub retry_interval: Duration,
     pub safety_margin: Duration,
     pub shutdown_timeout: Duration,
+    /// How often a follower polls while the backend's push is live (see
+    /// [`crate::ElectorBuilder::idle_poll_interval`]).
+    pub idle_poll_interval: Duration,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -66,6 +71,8 @@ impl Options {
         validate::duration("heartbeat_interval", self.heartbeat_interval)?;
         validate::duration("retry_interval", self.retry_interval)?;
         validate::duration("shutdown_timeout", self.shutdown_timeout)?;
+        let idle_poll_interval = self.idle_poll_interval.unwrap_or(self.lease_ttl);
+        validate::duration("idle_poll_interval", idle_poll_interval)?;
         let safety_margin = self.safety_margin.unwrap_or(self.lease_ttl / 10);
         if safety_margin.is_zero() {
             return Err(Error::config(
@@ -105,6 +112,7 @@ impl Options {
             retry_interval: self.retry_interval,
             safety_margin,
             shutdown_timeout: self.shutdown_timeout,
+            idle_poll_interval,
             metadata: self.metadata,
         })
     }

@@ -87,6 +87,31 @@ impl<P: Provider> ElectorBuilder<P> {
         self
     }
 
+    /// How often an idle follower campaigns while the backend pushes changes and its push
+    /// connection is up (default: the lease TTL). Such a follower relies on the push for a
+    /// hand-off and polls only as a safety net: where the push also reports a lease that ends
+    /// without a release (ZooKeeper, etcd, Consul), at this interval; where it reports only
+    /// releases (Redis, PostgreSQL, the memory provider), when the leader's lease would run
+    /// out if not renewed (the backend says how long it has left), and at this interval at
+    /// the latest — so a crashed leader is still replaced within its TTL plus one retry
+    /// interval. While the push is down, or on backends that cannot push, followers campaign
+    /// every retry interval. Set it to the retry interval to always poll at that pace.
+    ///
+    /// ```
+    /// use leader_election::{Elector, MemoryProvider};
+    /// use std::time::Duration;
+    ///
+    /// let elector = Elector::builder(MemoryProvider::new())
+    ///     .group("doc-idle-poll")
+    ///     .idle_poll_interval(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), leader_election::Error>(())
+    /// ```
+    pub fn idle_poll_interval(mut self, interval: Duration) -> Self {
+        self.options.idle_poll_interval = Some(interval);
+        self
+    }
+
     /// How much earlier than `sent + lease_ttl` the leader steps down (default: a tenth of the
     /// TTL). Above zero and below half the TTL. It must cover two things: the clock-rate
     /// difference between this host and the backend over one TTL, and the time your leader
@@ -179,6 +204,7 @@ impl Elector {
                 retry_interval: DEFAULT_RETRY_INTERVAL,
                 safety_margin: None,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+                idle_poll_interval: None,
                 metadata: BTreeMap::new(),
             },
         }

@@ -32,6 +32,11 @@ pub struct LeaderInfo {
     pub since: SystemTime,
     /// The leader's metadata (see [`crate::ElectorBuilder::metadata`]).
     pub metadata: BTreeMap<String, String>,
+    /// How long the leader's lease had left when the backend was asked, where the provider
+    /// reports it (Redis, PostgreSQL, the memory provider; `None` elsewhere). A snapshot, not
+    /// kept up to date; idle followers use it to poll when the lease would run out (see
+    /// [`crate::ElectorBuilder::idle_poll_interval`]). Never stored.
+    pub expires_in: Option<Duration>,
 }
 
 impl LeaderInfo {
@@ -48,6 +53,7 @@ impl LeaderInfo {
             fencing_token,
             since: SystemTime::now(),
             metadata,
+            expires_in: None,
         }
     }
 
@@ -95,6 +101,7 @@ impl LeaderInfo {
                 .checked_add(Duration::from_millis(rec.since_ms))
                 .unwrap_or(UNIX_EPOCH),
             metadata: rec.metadata,
+            expires_in: None,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The contract every backend implements.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -162,6 +163,7 @@ impl Wakeup {
 /// ```
 pub struct Watch {
     on_drop: Option<Box<dyn FnOnce() + Send>>,
+    live: Option<Arc<AtomicBool>>,
 }
 
 impl Watch {
@@ -169,7 +171,35 @@ impl Watch {
     pub fn on_drop(stop: impl FnOnce() + Send + 'static) -> Watch {
         Watch {
             on_drop: Some(Box::new(stop)),
+            live: None,
         }
+    }
+
+    /// Reports whether the push is up through `live`, which the provider keeps up to date
+    /// (`false` while its push connection is down). Idle followers poll slowly only while
+    /// it is `true` (see [`crate::ElectorBuilder::idle_poll_interval`]); when it turns
+    /// `false` the provider should also wake the watchers, so they go back to polling every
+    /// retry interval at once. Without it a watch counts as always up.
+    ///
+    /// ```
+    /// use leader_election::Watch;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let live = Arc::new(AtomicBool::new(true));
+    /// let watch = Watch::on_drop(|| {}).with_liveness(live.clone());
+    /// assert!(watch.is_live());
+    /// live.store(false, Ordering::SeqCst);
+    /// assert!(!watch.is_live());
+    /// ```
+    pub fn with_liveness(mut self, live: Arc<AtomicBool>) -> Watch {
+        self.live = Some(live);
+        self
+    }
+
+    /// Whether the push behind this watch is up (see [`Watch::with_liveness`]).
+    pub fn is_live(&self) -> bool {
+        self.live.as_ref().is_none_or(|l| l.load(Ordering::SeqCst))
     }
 }
 

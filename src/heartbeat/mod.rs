@@ -65,7 +65,9 @@ impl HeartbeatHandle {
         let short: String = config.group.chars().take(8).collect();
         let (link, outcomes) = io::link(provider.clone(), shared.clone())?;
         let (wakeup, wake_rx) = Wakeup::channel();
-        let machine = Machine::new(provider.name(), config, shared.clone(), link, wakeup);
+        let pushes_expiry = provider.capabilities().pushes_expiry;
+        let machine = Machine::new(provider.name(), config, shared.clone(), link, wakeup)
+            .with_pushes_expiry(pushes_expiry);
         let thread = std::thread::Builder::new()
             .name(format!("le-hb-{short}"))
             .stack_size(HEARTBEAT_STACK)

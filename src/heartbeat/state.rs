@@ -99,6 +99,8 @@ pub(super) struct Machine {
     unreleased: Vec<Lease>,
     /// The start of the backend call last warned about as long-running.
     warned_call: Option<Moment>,
+    /// The backend's push reports leases that end without a release, too.
+    pushes_expiry: bool,
 }
 
 impl Machine {
@@ -125,7 +127,15 @@ impl Machine {
             _watch_guard: None,
             unreleased: Vec::new(),
             warned_call: None,
+            pushes_expiry: false,
         }
+    }
+
+    /// Tells the machine that the backend's push reports expired leases too (see
+    /// [`Machine::idle_poll`]).
+    pub(super) fn with_pushes_expiry(mut self, pushes: bool) -> Self {
+        self.pushes_expiry = pushes;
+        self
     }
 
     /// Now, on the elector's suspend-counting clock.
@@ -384,6 +394,29 @@ impl Machine {
     /// The next poll of a follower: one retry interval, jittered down to half.
     fn next_poll(&self, now: Moment) -> Moment {
         now + util::jitter(self.config.retry_interval, 0.5, 1.0)
+    }
+
+    /// The next poll of a follower that found the group held, with `expires_in` the time the
+    /// leader's lease had left (if the backend said). While the push is live, the follower
+    /// relies on it for a hand-off and polls only as a safety net: at the idle poll interval
+    /// if the push reports expired leases too, else just after the leader's lease would run
+    /// out unless renewed (jittered over half a retry interval, so followers spread), and at
+    /// the idle poll interval at the latest. Otherwise, every retry interval.
+    fn idle_poll(&self, now: Moment, expires_in: Option<Duration>) -> Moment {
+        let regular = self.next_poll(now);
+        let live = self._watch_guard.as_ref().is_some_and(|w| w.is_live());
+        if !live || self.config.idle_poll_interval <= self.config.retry_interval {
+            return regular;
+        }
+        let slow = util::jitter(self.config.idle_poll_interval, 0.75, 1.0);
+        let wait = if self.pushes_expiry {
+            slow
+        } else if let Some(left) = expires_in {
+            slow.min(left + util::jitter(self.config.retry_interval / 2, 0.1, 1.0))
+        } else {
+            return regular;
+        };
+        now + wait
     }
 
     /// Ends the elector: closes the subscriptions and answers the shutdown, if any, with

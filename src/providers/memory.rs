@@ -106,7 +106,9 @@ impl Provider for MemoryProvider {
         let mut groups = self.inner.groups.lock();
         let group = groups.entry(request.group.clone()).or_default();
         if let Some(holder) = group.live_holder(now) {
-            return Ok(Acquisition::Held(Some(holder.info.clone())));
+            let mut info = holder.info.clone();
+            info.expires_in = Some(holder.expires.saturating_duration_since(now));
+            return Ok(Acquisition::Held(Some(info)));
         }
         let had_holder = group.holder.is_some();
         group.last_token += 1;

@@ -128,13 +128,14 @@ impl Machine {
             }
             Ok(Acquisition::Held(leader)) => {
                 self.failures = 0;
+                let expires_in = leader.as_ref().and_then(|l| l.expires_in);
                 if following {
                     self.shared.observe(leader);
                 }
                 self.next_action = if c.woken {
                     now.max(self.wake_floor())
                 } else {
-                    self.next_poll(now)
+                    self.idle_poll(now, expires_in)
                 };
             }
             Err(e) => {

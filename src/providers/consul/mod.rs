@@ -231,6 +231,7 @@ impl Provider for ConsulProvider {
             .max(Duration::from_millis(1));
         Capabilities::default()
             .with_pushes_changes(true)
+            .with_pushes_expiry(true)
             .with_lease_ttl_range(Duration::from_millis(1), max)
     }
 

@@ -241,7 +241,9 @@ impl Provider for EtcdProvider {
     /// Pushes changes (a watch on the prefix); leases end at their TTL, which is rounded up
     /// to whole seconds.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_pushes_changes(true)
+        Capabilities::default()
+            .with_pushes_changes(true)
+            .with_pushes_expiry(true)
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {

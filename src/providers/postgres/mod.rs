@@ -418,7 +418,15 @@ impl Provider for PostgresProvider {
                 let handle = info.fencing_token.to_string();
                 Ok(Acquisition::Acquired(Lease::new(info, request.ttl, handle)))
             }
-            (_, info) => Ok(Acquisition::Held(info)),
+            (_, mut info) => {
+                let left_ms: Option<i64> = column(&request.group, row, 5)?;
+                if let Some(info) = &mut info {
+                    info.expires_in = left_ms
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(Duration::from_millis);
+                }
+                Ok(Acquisition::Held(info))
+            }
         }
     }
 

@@ -46,7 +46,7 @@ impl Sql {
                  COMMIT;"
             ),
             // One round trip: take the row if free or expired (deciding on the database's
-            // clock), else report the live holder.
+            // clock), else report the live holder and the ms its lease has left.
             acquire: format!(
                 "WITH up AS (
                      INSERT INTO {q} AS t
@@ -61,9 +61,11 @@ impl Sql {
                             metadata       = EXCLUDED.metadata
                       WHERE t.participant_id IS NULL OR t.expires_at <= clock_timestamp()
                      RETURNING participant_id, fencing_token, acquired_at, metadata)
-                 SELECT true, participant_id, fencing_token, {acq}, metadata FROM up
+                 SELECT true, participant_id, fencing_token, {acq}, metadata, NULL::bigint FROM up
                  UNION ALL
-                 SELECT false, participant_id, fencing_token, {acq}, metadata FROM {q}
+                 SELECT false, participant_id, fencing_token, {acq}, metadata,
+                        (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint
+                   FROM {q}
                   WHERE group_name = $1 AND {live} AND NOT EXISTS (SELECT 1 FROM up)",
                 acq = ms("acquired_at"),
             ),

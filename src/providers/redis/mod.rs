@@ -339,15 +339,16 @@ impl Provider for RedisProvider {
             Some(_) => false,
             None => known.seen,
         };
-        let (acquired, value): (i64, String) = self.with_conn("acquire", deadline, |c| {
-            self.acquire
-                .key(self.lease_key(&request.group))
-                .key(self.token_key(&request.group))
-                .arg(ttl_ms(request.ttl))
-                .arg(&record)
-                .arg(if expect_history { "1" } else { "0" })
-                .invoke(c)
-        })?;
+        let (acquired, value, left_ms): (i64, String, i64) =
+            self.with_conn("acquire", deadline, |c| {
+                self.acquire
+                    .key(self.lease_key(&request.group))
+                    .key(self.token_key(&request.group))
+                    .arg(ttl_ms(request.ttl))
+                    .arg(&record)
+                    .arg(if expect_history { "1" } else { "0" })
+                    .invoke(c)
+            })?;
         let mut history = self.history.lock();
         let entry = history.entry(request.group.clone()).or_default();
         if acquired == 2 {
@@ -365,10 +366,12 @@ impl Provider for RedisProvider {
             gone_since: None,
         };
         drop(history);
-        let info = self.parse(&request.group, &value)?;
+        let mut info = self.parse(&request.group, &value)?;
         if acquired == 1 {
             Ok(Acquisition::Acquired(Lease::new(info, request.ttl, value)))
         } else {
+            // PTTL: -1 (no expiry) or -2 (gone meanwhile) say nothing useful.
+            info.expires_in = u64::try_from(left_ms).ok().map(Duration::from_millis);
             Ok(Acquisition::Held(Some(info)))
         }
     }

@@ -4,6 +4,7 @@
 //! once changes really arrive ([`Watchers::add_when_listening`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ struct State {
     inner: Mutex<Inner>,
     /// Signalled when the listener subscribes.
     subscribed: Condvar,
+    /// Mirrors `Inner::listening` for the watches handed out ([`Watch::is_live`]).
+    live: Arc<AtomicBool>,
 }
 
 /// See the module docs. Cheap to clone.
@@ -78,7 +81,8 @@ impl Watchers {
             .push((id, wakeup));
         let weak: Weak<State> = Arc::downgrade(&self.state);
         let group = group.to_owned();
-        Watch::on_drop(move || {
+        let live = self.state.live.clone();
+        let watch = Watch::on_drop(move || {
             if let Some(state) = weak.upgrade() {
                 let mut inner = state.inner.lock();
                 if let Some(list) = inner.groups.get_mut(&group) {
@@ -88,7 +92,8 @@ impl Watchers {
                     }
                 }
             }
-        })
+        });
+        watch.with_liveness(live)
     }
 
     /// Wakes every elector watching `group`, forgetting those that are gone.
@@ -117,17 +122,25 @@ impl Watchers {
     pub(crate) fn subscribed(&self) {
         let mut inner = self.state.inner.lock();
         inner.listening = true;
+        self.state.live.store(true, Ordering::SeqCst);
         wake_all(&mut inner);
         self.state.subscribed.notify_all();
     }
 
-    /// The listener lost its subscription (its connection failed or it stopped).
+    /// The listener lost its subscription (its connection failed or it stopped): the watches
+    /// are no longer live, and every watcher is woken so idle followers go back to polling
+    /// every retry interval at once.
     #[cfg_attr(
         not(any(feature = "postgres", feature = "redis", feature = "http")),
         allow(dead_code)
     )]
     pub(crate) fn unsubscribed(&self) {
-        self.state.inner.lock().listening = false;
+        let mut inner = self.state.inner.lock();
+        let was = std::mem::replace(&mut inner.listening, false);
+        self.state.live.store(false, Ordering::SeqCst);
+        if was {
+            wake_all(&mut inner);
+        }
     }
 }
 
