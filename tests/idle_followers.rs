@@ -137,7 +137,9 @@ fn idle_followers_poll_far_less_while_the_push_is_up() {
     let window = Duration::from_secs(4);
     let every_retry = campaigns_of_idle_followers(Some(RETRY), window);
     let slow = campaigns_of_idle_followers(None, window);
-    println!("10 idle followers, {window:?}: {every_retry} campaigns polling every retry interval, {slow} by default");
+    println!(
+        "10 idle followers, {window:?}: {every_retry} campaigns polling every retry interval, {slow} by default"
+    );
     // Every retry interval (jittered to 50–100 ms): ≈ 530. At the leader's expiry: ≈ 25.
     assert!(every_retry >= 200, "{every_retry}");
     assert!(slow * 5 <= every_retry, "{slow} vs {every_retry}");

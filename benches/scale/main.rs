@@ -128,9 +128,7 @@ fn run_scale(backend: &str, n: usize, window: Duration) -> String {
         cpu_per_renew.as_secs_f64() * 1e6,
         raw_cpu.as_secs_f64() * 1e6,
         raw_wall.as_secs_f64() * 1e6,
-        stats
-            .renew_errors
-            .load(std::sync::atomic::Ordering::SeqCst),
+        stats.renew_errors.load(std::sync::atomic::Ordering::SeqCst),
         min_slack.map_or("none".into(), |s| s.as_millis().to_string()),
         shutdown.elapsed().as_secs_f64(),
         switches as f64 / renews.max(1) as f64,
@@ -235,7 +233,12 @@ fn main() {
     let (scenarios, window, idle_n, idle_window) = if scenarios_were_picked {
         (picked, 30, 100, 15)
     } else if quick {
-        (vec![("memory".into(), 200), ("redis".into(), 200)], 6, 20, 4)
+        (
+            vec![("memory".into(), 200), ("redis".into(), 200)],
+            6,
+            20,
+            4,
+        )
     } else {
         let mut s: Vec<(String, usize)> = Vec::new();
         for n in [1_000, 5_000, 10_000] {
@@ -252,7 +255,12 @@ fn main() {
     );
     let mut missing = 0;
     for (backend, n) in &scenarios {
-        let args = ["scale".into(), backend.clone(), n.to_string(), window.to_string()];
+        let args = [
+            "scale".into(),
+            backend.clone(),
+            n.to_string(),
+            window.to_string(),
+        ];
         match child(&args) {
             Some(line) => print_scale(&line),
             None => missing += 1,

@@ -145,7 +145,7 @@ impl Drop for HeartbeatHandle {
 fn run(
     mut machine: Machine,
     mut commands: Receiver<Command>,
-    mut outcomes: Outcomes,
+    outcomes: Outcomes,
     wakeups: Receiver<()>,
 ) {
     log::debug!(
@@ -154,8 +154,20 @@ fn run(
         machine.config().participant_id,
         machine.backend()
     );
-    while machine.turn(machine.now()) {
-        let timeout = machine.wake_at().saturating_duration_since(machine.now());
+    loop {
+        for (id, outcome, answered) in outcomes.take() {
+            machine.on_outcome(id, outcome, answered);
+        }
+        if !machine.turn(machine.now()) {
+            break;
+        }
+        let wake_at = machine.wake_at();
+        // Quiet only if this sleep ends before the answer of the renew out is needed.
+        let quiet = machine.quiet_until().is_some_and(|until| wake_at <= until);
+        if !outcomes.arm(quiet) {
+            continue;
+        }
+        let timeout = wake_at.saturating_duration_since(machine.now());
         select! {
             recv(commands) -> cmd => match cmd {
                 Ok(Command::Resign) => machine.resign(),
@@ -171,11 +183,9 @@ fn run(
                     }
                 }
             },
-            recv(outcomes) -> out => match out {
-                Ok((id, outcome)) => machine.on_outcome(id, outcome),
-                // Cannot happen (the machine's link keeps the sender); never spin on it.
-                Err(_) => outcomes = crossbeam_channel::never(),
-            },
+            // Answers are read at the top of the loop. (The machine's link keeps the sender,
+            // so this never disconnects.)
+            recv(outcomes.wake()) -> _ => {}
             recv(wakeups) -> _ => machine.on_wakeup(),
             default(timeout) => {}
         }

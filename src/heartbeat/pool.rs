@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -36,7 +37,7 @@ const IDLE_EXIT: Duration = Duration::from_secs(30);
 const MONITOR_TICK: Duration = Duration::from_millis(100);
 /// How long the oldest queued lane waits before the monitor adds a worker: a burst of quick
 /// calls is served by the workers there are instead of spawning a thread per call.
-const SPAWN_AFTER: Duration = Duration::from_millis(2);
+const SPAWN_AFTER: Duration = Duration::from_millis(10);
 /// Stack size of a worker: provider calls (TLS handshakes, drivers written in C) get the
 /// standard thread stack.
 const WORKER_STACK: usize = 2 << 20;
@@ -52,8 +53,6 @@ pub(crate) trait Work: Send + Sync + 'static {
 /// See the module docs.
 pub(crate) struct Pool {
     state: Mutex<State>,
-    /// Idle workers wait here.
-    work: Condvar,
     /// The monitor waits here.
     monitor: Condvar,
 }
@@ -64,6 +63,9 @@ struct State {
     /// Workers by id, with the deadline of the call each is running (`None`: idle or between
     /// calls).
     workers: HashMap<u64, Option<Instant>>,
+    /// Parked workers, the most recently parked last: work goes to it, so the others stay
+    /// idle long enough to end.
+    idle: Vec<(u64, Thread)>,
     next_worker: u64,
     /// A spawn failed since the last success (logged once).
     spawn_failing: bool,
@@ -105,10 +107,10 @@ impl Pool {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 workers: HashMap::new(),
+                idle: Vec::new(),
                 next_worker: 0,
                 spawn_failing: false,
             }),
-            work: Condvar::new(),
             monitor: Condvar::new(),
         });
         for _ in 0..CORE_WORKERS {
@@ -128,10 +130,14 @@ impl Pool {
     pub(crate) fn schedule(&self, lane: Arc<dyn Work>) {
         let mut state = self.state.lock();
         state.ready.push_back((Instant::now(), lane));
+        let worker = state.idle.pop();
         drop(state);
-        // A woken worker takes a lane; if none was waiting, the monitor finds one.
-        if !self.work.notify_one() {
-            self.monitor.notify_one();
+        // The worker parked last takes it; if none is parked, the monitor finds one.
+        match worker {
+            Some((_, thread)) => thread.unpark(),
+            None => {
+                self.monitor.notify_one();
+            }
         }
     }
 
@@ -187,15 +193,32 @@ impl Pool {
                 }
                 continue;
             }
-            let idle = self.work.wait_for(&mut state, IDLE_EXIT);
-            if idle.timed_out()
-                && state.ready.is_empty()
-                && state.workers.len() > CORE_WORKERS
-                && id > CORE_WORKERS as u64
-            {
-                state.workers.remove(&id);
-                return;
-            }
+            state.idle.push((id, std::thread::current()));
+            drop(state);
+            let mut since = Instant::now();
+            state = loop {
+                std::thread::park_timeout(IDLE_EXIT.saturating_sub(since.elapsed()));
+                let mut st = self.state.lock();
+                let Some(at) = st.idle.iter().position(|(i, _)| *i == id) else {
+                    break st; // unparked by `schedule`, which took it off the idle list
+                };
+                if !st.ready.is_empty() {
+                    st.idle.remove(at);
+                    break st;
+                }
+                if since.elapsed() >= IDLE_EXIT
+                    && st.workers.len() > CORE_WORKERS
+                    && id > CORE_WORKERS as u64
+                {
+                    st.idle.remove(at);
+                    st.workers.remove(&id);
+                    return;
+                }
+                // A spurious unpark, or a core worker's idle time: park again.
+                if since.elapsed() >= IDLE_EXIT {
+                    since = Instant::now();
+                }
+            };
         }
     }
 
@@ -208,8 +231,7 @@ impl Pool {
                 continue;
             }
             let now = Instant::now();
-            let busy = state.workers.values().filter(|d| d.is_some()).count();
-            let free = state.workers.len() - busy;
+            let free = state.idle.len();
             let on_time = state.workers.len() - state.overrunning(now);
             let waited = state
                 .ready
@@ -322,5 +344,64 @@ mod tests {
             .load(Ordering::SeqCst)
             == 50));
         assert!(pool.stats().workers <= MAX_WORKERS);
+    }
+}
+
+/// Work goes to the worker parked last, so a pool that grew in a burst shrinks again.
+#[cfg(test)]
+mod lifo {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    struct Named {
+        left: Mutex<usize>,
+        each: Duration,
+        names: Arc<Mutex<HashSet<String>>>,
+    }
+
+    impl Work for Named {
+        fn run_next(&self, started: &dyn Fn(Instant)) -> bool {
+            let more = {
+                let mut left = self.left.lock();
+                if *left == 0 {
+                    return false;
+                }
+                *left -= 1;
+                *left > 0
+            };
+            started(Instant::now() + Duration::from_secs(1));
+            self.names
+                .lock()
+                .insert(std::thread::current().name().unwrap_or("").to_owned());
+            std::thread::sleep(self.each);
+            more
+        }
+    }
+
+    #[test]
+    fn steady_quick_calls_use_few_workers() {
+        let pool = Pool::get().unwrap();
+        let burst = Arc::new(Mutex::new(HashSet::new()));
+        for _ in 0..30 {
+            pool.schedule(Arc::new(Named {
+                left: Mutex::new(1),
+                each: Duration::from_millis(50),
+                names: burst.clone(),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let steady = Arc::new(Mutex::new(HashSet::new()));
+        for _ in 0..100 {
+            pool.schedule(Arc::new(Named {
+                left: Mutex::new(1),
+                each: Duration::from_micros(100),
+                names: steady.clone(),
+            }));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        assert!(burst.lock().len() > 5, "the burst did not grow the pool");
+        // One worker suffices; a few if the machine is busy.
+        assert!(steady.lock().len() <= 5, "{:?}", steady.lock());
     }
 }

@@ -196,7 +196,15 @@ impl Machine {
             at = at.min(began + self.config.heartbeat_interval + Duration::from_millis(1));
         }
         match &self.phase {
-            Phase::Leading { deadline, .. } => at = at.min(*deadline),
+            Phase::Leading { deadline, .. } => {
+                at = at.min(*deadline);
+                // When the next renew would be due: a quiet answer is read then.
+                if let Some(until) = self.quiet_until()
+                    && until > self.now()
+                {
+                    at = at.min(until);
+                }
+            }
             Phase::Stopping { give_up_at, .. } => return at.min(*give_up_at),
             Phase::Following { .. } => {}
         }
@@ -207,6 +215,24 @@ impl Machine {
             }
         }
         at
+    }
+
+    /// While a leader's renew is the only call out: when the next renew would be due, if
+    /// that leaves half a heartbeat interval before the deadline. Until then its successful
+    /// answer may arrive without waking the heartbeat thread, which wakes then anyway (see
+    /// `io::Outcomes`).
+    pub(super) fn quiet_until(&self) -> Option<Moment> {
+        match &self.phase {
+            Phase::Leading {
+                renew: Some((_, sent)),
+                deadline,
+                ..
+            } if self.io.outstanding() == 1 => {
+                let until = *sent + self.config.heartbeat_interval;
+                (until + self.config.heartbeat_interval / 2 <= *deadline).then_some(until)
+            }
+            _ => None,
+        }
     }
 
     fn start_calls(&mut self, now: Moment) {
@@ -458,7 +484,7 @@ impl Machine {
             let _ = reply.send(result);
         }
         self.io.close_answers();
-        for (_, outcome) in outcomes.try_iter() {
+        for (_, outcome, _) in outcomes.take() {
             if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
                 log::debug!(
                     "leader election {:?}: releasing a lease acquired after the heartbeat stopped",

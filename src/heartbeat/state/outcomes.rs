@@ -9,7 +9,7 @@ use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::heartbeat::io::{Call, Outcome};
 use crate::lease::{Acquisition, Lease, Renewal};
-use crate::telemetry;
+use crate::{telemetry, util};
 
 impl Machine {
     /// The campaign with this id, taken out of the phase (it is answered).
@@ -34,8 +34,8 @@ impl Machine {
         }
     }
 
-    /// An answer from the I/O pool.
-    pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome) {
+    /// An answer from the I/O pool, which it gave at `answered`.
+    pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome, answered: Moment) {
         self.io.answered();
         let now = self.now();
         // A result arriving after the deadline must not revive the term.
@@ -52,7 +52,7 @@ impl Machine {
                 let Some(sent) = self.take_renew(id) else {
                     return;
                 };
-                self.on_renew(sent, result, now);
+                self.on_renew(sent, result, now, answered);
             }
             Outcome::Release(Ok(()), _) => {}
             Outcome::Release(Err(e), lease) => self.on_release_failed(e, lease, now),
@@ -124,7 +124,10 @@ impl Machine {
                     deadline,
                     renew: None,
                 };
-                self.next_action = c.sent + self.config.heartbeat_interval;
+                // The first renew comes after a random part of the interval: electors started
+                // together (thousands, for sharded work) then renew spread out over it rather
+                // than all at once, every interval, queueing on the backend.
+                self.next_action = c.sent + util::jitter(self.config.heartbeat_interval, 0.5, 1.0);
             }
             Ok(Acquisition::Held(leader)) => {
                 self.failures = 0;
@@ -146,16 +149,17 @@ impl Machine {
         }
     }
 
-    fn on_renew(&mut self, sent: Moment, result: Result<Renewal>, now: Moment) {
+    /// A renew's answer, sent at `sent`, answered at `answered`, read `now`.
+    fn on_renew(&mut self, sent: Moment, result: Result<Renewal>, now: Moment, answered: Moment) {
         let outcome = match &result {
             Ok(Renewal::Renewed) => "renewed",
             Ok(Renewal::Lost(_)) => "lost",
             Err(_) => "error",
         };
-        let took = now.saturating_duration_since(sent);
+        let took = answered.saturating_duration_since(sent);
         telemetry::call_answered(&self.config.group, self.backend, true, outcome, took);
         match &result {
-            Ok(_) => self.shared.health().succeeded(now),
+            Ok(_) => self.shared.health().succeeded(answered),
             Err(e) => {
                 self.shared.health().failed(e);
                 telemetry::backend_error(&self.config.group, self.backend, "renew", e);

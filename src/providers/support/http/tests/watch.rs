@@ -135,11 +135,18 @@ fn run_watch_wakes_watchers_and_resubscribes_after_a_failure() {
             }
         })
     });
-    // Woken by the first subscription, then again after the reconnect.
+    // Woken by the first subscription, then again when the connection fails (the watch is no
+    // longer live: followers go back to polling) and after the reconnect; subscribed again.
     woken.recv_timeout(PROMPT).unwrap();
     wait_for("a second session", || sessions.load(Ordering::SeqCst) >= 2);
     woken.recv_timeout(PROMPT).unwrap();
-    assert!(server.connections() >= 2);
+    wait_for("a second connection", || server.connections() >= 2);
+    let (probe, _) = Wakeup::channel();
+    assert!(
+        watchers.add_when_listening("h", probe, PROMPT).is_some(),
+        "not subscribed again after the reconnect"
+    );
+    assert!(_watch.is_live());
     stop.stop();
     assert!(done.recv_timeout(PROMPT).is_ok());
 }
