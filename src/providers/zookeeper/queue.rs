@@ -312,6 +312,16 @@ impl ZooKeeperProvider {
         if node.is_none() && pending.is_none() {
             return Ok(());
         }
+        // A node of a session that is over needs no delete (it is ephemeral): forget it even
+        // while no session can be had, so that a release after an outage does not fail.
+        let over = |generation: u64| self.sessions.over(generation);
+        if node.as_ref().is_none_or(|n| over(n.generation))
+            && pending.as_ref().is_none_or(|(_, g)| over(*g))
+        {
+            self.nodes.lock().remove(key);
+            self.pending.lock().remove(key);
+            return Ok(());
+        }
         let session = self.sessions.session(deadline)?;
         if let Some(n) = node {
             self.delete(&session, &n.path, deadline)?;

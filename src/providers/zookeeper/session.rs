@@ -90,6 +90,15 @@ impl Sessions {
         }
     }
 
+    /// Whether the session of `generation` is over (expired, closed or replaced): its
+    /// ephemeral nodes are gone, or go when the server expires it, without our help.
+    pub(super) fn over(&self, generation: u64) -> bool {
+        match self.current.lock().as_ref() {
+            Some(s) if s.generation == generation => !s.live(),
+            _ => generation <= self.generation.load(Ordering::SeqCst),
+        }
+    }
+
     /// The current session; while one is being established, waits for it until `deadline`.
     pub(super) fn session(&self, deadline: Instant) -> Result<Arc<Session>> {
         self.wait_for_session(deadline, false)
