@@ -141,9 +141,22 @@ fn redis(c: &mut Criterion) {
 #[cfg(not(feature = "redis"))]
 fn redis(_: &mut Criterion) {}
 
+/// ZooKeeper: the provider next to raw calls of the same client (`zookeeper-client`, whose
+/// session task runs on a small executor thread here), and its hand-off next to the client's
+/// own lock recipe (Curator's `LeaderLatch` layout) on the same server.
 #[cfg(feature = "zookeeper")]
 fn zookeeper(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use ::zookeeper_client::{Acls, Client, CreateMode, LockOptions, LockPrefix};
     use leader_election::{ZooKeeperOptions, ZooKeeperProvider};
+
+    struct Spawner(Arc<async_executor::Executor<'static>>);
+    impl spawns_core::Spawn for Spawner {
+        fn spawn(&self, task: spawns_core::Task) {
+            self.0.spawn(std::pin::Pin::from(task.future)).detach();
+        }
+    }
     let hosts = std::env::var("LE_ZOOKEEPER_HOSTS").unwrap_or_else(|_| "127.0.0.1:2181".into());
     let options = ZooKeeperOptions::new(&hosts)
         .root_path(format!("/le-bench-{}", std::process::id()))
@@ -157,30 +170,91 @@ fn zookeeper(c: &mut Criterion) {
             return eprintln!("zookeeper: skipped, server not reachable: {e}");
         }
     };
-    let raw = ::zookeeper::ZooKeeper::connect(&hosts, Duration::from_secs(30), |_| {})
-        .expect("raw client");
+    let ex = Arc::new(async_executor::Executor::new());
+    let runner = ex.clone();
+    std::thread::spawn(move || {
+        let spawner = Spawner(runner.clone());
+        let _scope = spawns_core::enter(&spawner);
+        async_io::block_on(runner.run(std::future::pending::<()>()))
+    });
+    let run = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        async_io::block_on(ex.spawn(f))
+    };
+    let connect = |hosts: String| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        run(Box::pin(async move {
+            let c = Client::connector()
+                .with_session_timeout(Duration::from_secs(30))
+                .connect(&hosts)
+                .await;
+            let _ = tx.send(c);
+        }));
+        rx.recv().expect("connect").expect("raw client")
+    };
+    let raw = connect(hosts.clone());
     c.bench_function("zookeeper/raw exists", |bch| {
-        bch.iter(|| black_box(raw.exists("/", false).expect("exists")))
+        bch.iter(|| black_box(async_io::block_on(raw.check_stat("/")).expect("exists")))
     });
     // The renew is a write (it must reach the ensemble's leader): compare with a raw one too.
     let scratch = format!("/le-bench-scratch-{}", std::process::id());
-    let _ = raw.create(
-        &scratch,
-        Vec::new(),
-        ::zookeeper::Acl::open_unsafe().clone(),
-        ::zookeeper::CreateMode::Ephemeral,
-    );
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let _ = async_io::block_on(raw.create(&scratch, b"", &ephemeral));
     c.bench_function("zookeeper/raw setData", |bch| {
-        bch.iter(|| {
-            black_box(
-                raw.set_data(&scratch, b"x".to_vec(), None)
-                    .expect("setData"),
-            )
-        })
+        bch.iter(|| black_box(async_io::block_on(raw.set_data(&scratch, b"x", None))))
     });
     bench_provider(c, "zookeeper", &a);
-
     bench_hand_off(c, "zookeeper", &a, &b);
+
+    // The peer recipe: the client's own lock, B queued behind A; from A's delete to B holding.
+    let (ra, rb) = (raw, connect(hosts));
+    let dir = format!("/le-bench-latch-{}", std::process::id());
+    let ex2 = ex.clone();
+    c.bench_function(
+        "zookeeper/peer recipe hand-off (zookeeper-client lock)",
+        |bch| {
+            bch.iter_custom(|iters| {
+                let (ra, rb, dir, ex2) = (ra.clone(), rb.clone(), dir.clone(), ex2.clone());
+                let (tx, rx) = std::sync::mpsc::channel();
+                run(Box::pin(async move {
+                    let options = || {
+                        LockOptions::new(Acls::anyone_all())
+                            .with_ancestor_options(
+                                CreateMode::Persistent.with_acls(Acls::anyone_all()),
+                            )
+                            .expect("options")
+                    };
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let prefix = LockPrefix::new_curator(&dir, "latch-").expect("prefix");
+                        let la = ra
+                            .lock(prefix, b"", options())
+                            .await
+                            .expect("lock a")
+                            .into_owned();
+                        let (rb2, dir2) = (rb.clone(), dir.clone());
+                        let tb = ex2.spawn(async move {
+                            let prefix = LockPrefix::new_curator(&dir2, "latch-").expect("prefix");
+                            rb2.lock(prefix, b"", options())
+                                .await
+                                .expect("lock b")
+                                .into_owned()
+                        });
+                        while ra.list_children(&dir).await.map_or(0, |c| c.len()) < 2 {
+                            async_io::Timer::after(Duration::from_millis(1)).await;
+                        }
+                        let start = Instant::now();
+                        ra.delete(la.lock_path(), None).await.expect("release a");
+                        let lb = tb.await;
+                        total += start.elapsed();
+                        rb.delete(lb.lock_path(), None).await.expect("release b");
+                        drop((la, lb));
+                    }
+                    let _ = tx.send(total);
+                }));
+                rx.recv().expect("hand-off loop")
+            })
+        },
+    );
 }
 #[cfg(not(feature = "zookeeper"))]
 fn zookeeper(_: &mut Criterion) {}

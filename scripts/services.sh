@@ -132,8 +132,12 @@ zk_up() {
   zk_install
   if zk_ready; then log "zookeeper already answers on 2181; using it"; return 0; fi
   mkdir -p "$ZK_DIR/data"
+  # tickTime=500: the server expires sessions on tick boundaries, so a dead client's session
+  # (and its leader's lease) can outlive the session timeout by up to one tick — keep it small
+  # so that failover is within "session timeout + tick" with a tight tick. The explicit
+  # min/maxSessionTimeout keep the server from clamping the tests' sessions to 2–20 ticks.
   cat >"$ZK_DIR/zoo.cfg" <<CFG
-tickTime=2000
+tickTime=500
 dataDir=$ZK_DIR/data
 clientPort=2181
 clientPortAddress=127.0.0.1

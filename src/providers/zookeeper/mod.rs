@@ -4,11 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use zookeeper::Acl;
 
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
@@ -20,9 +18,11 @@ use crate::validate;
 
 pub(crate) mod options;
 mod queue;
+mod runtime;
 mod session;
 
-use session::{Session, drop_detached};
+use runtime::Runtime;
+use session::{ConnectConfig, Sessions};
 
 const BACKEND: &str = "zookeeper";
 
@@ -30,7 +30,8 @@ const BACKEND: &str = "zookeeper";
 #[derive(Clone)]
 struct Node {
     path: String,
-    owner: i64,
+    /// The node's data version when created (nobody writes it): the renew checks it.
+    version: i32,
     czxid: i64,
     generation: u64,
     /// Handed out as a lease (until released): never handed out again.
@@ -48,28 +49,25 @@ struct Node {
 /// resets sequence numbers). Only wiping the ensemble's data resets them.
 ///
 /// **Sessions**: a lease is as long as the session holding the node, so `lease_ttl` must be at
-/// most the session timeout (else [`Error::InvalidConfig`]), and the server's
-/// `maxSessionTimeout` must not be below the session timeout (the server would silently
-/// shorten it, and the `zookeeper` crate does not report the negotiated value). Acquiring and
-/// renewing confirm the lease with a *write* (an empty `setData` on the group node), which
-/// only the ensemble's leader can commit and only for a live session — a read could be
-/// answered by a server cut off from the quorum — followed by an `exists` of our node at least
-/// as fresh, checking its `czxid` and that its `ephemeralOwner` is the session that created it:
-/// the check whose absence let Curator keep two leaders after a session expiry (CURATOR-696).
-/// That is two round trips per renew (this client has no `multi`); the write goes to the group
-/// node so that our successor's watch on our node fires only when the node goes.
+/// most the session timeout the server *negotiated* (it clamps the requested one to its
+/// `minSessionTimeout..maxSessionTimeout`): a longer TTL is refused with
+/// [`Error::InvalidConfig`] when the elector is built, and by any later call if a new session
+/// negotiates less. A crashed leader's session — and so its lease — ends between the
+/// negotiated timeout and that plus the server's `tickTime` after its last message (the server
+/// expires sessions on tick boundaries); its successor leads about one round trip later.
 ///
-/// The crate never recovers a lost session, so this provider then builds a new client, only
-/// after a plain TCP connect shows a server answers (so no client spins while the ensemble is
-/// down) and with back-off; the participant campaigns again with a new node and a new token,
-/// and its old node is deleted. While the old client is inside its session timeout the crate's
-/// own reconnect loop runs and costs CPU; that loop cannot be stopped from outside the crate.
-/// Credentials are re-sent after every reconnection (the crate does not).
+/// Acquiring and renewing confirm the lease in **one round trip**: a multi-operation that
+/// checks our node's version and writes the group node; only the ensemble's leader commits it,
+/// only for a live session (a read could be answered by a server cut off from the quorum).
 ///
-/// **Time bounds**: the crate has no request timeouts (a frozen server hangs a request), so
-/// every operation runs on the session's call thread and the caller waits only until its
-/// deadline; a call that overruns retires the session. The elector's own deadline makes a
-/// leader step down on time regardless.
+/// **Client**: `zookeeper-client`, an async client, on a runtime private to this provider (one
+/// thread); every call runs on the caller's thread and returns by the caller's deadline even if
+/// the server is frozen. The client reconnects a session with jittered exponential back-off and
+/// detects a silent connection itself; when a session expires this provider establishes a new
+/// one (bounded, jittered back-off: 0.2–7.5 s), the participant campaigns again with a new node
+/// and a new token, and its old node is deleted. State changes are logged, not attempts. A
+/// session is never closed on this provider's own suspicion while a lease confirmed on it may
+/// be in force: only once it expired, or lost every call for twice its timeout.
 ///
 /// Creating a sequential node is safe to retry: node names carry a random prefix kept until
 /// the outcome is known, so a node created by a try whose reply was lost is found and adopted.
@@ -90,11 +88,8 @@ struct Node {
 /// ```
 pub struct ZooKeeperProvider {
     options: ZooKeeperOptions,
-    hosts: Vec<String>,
-    chroot: String,
-    session: Mutex<Option<Arc<Session>>>,
-    next_connect: Mutex<(Instant, Duration)>,
-    generation: AtomicU64,
+    runtime: Runtime,
+    sessions: Arc<Sessions>,
     nodes: Mutex<HashMap<(String, String), Node>>,
     /// Creates whose outcome is unknown: the name prefix to look for, by session generation.
     pending: Mutex<HashMap<(String, String), (String, u64)>>,
@@ -115,6 +110,9 @@ impl ZooKeeperProvider {
             ("connect_timeout", options.connect_timeout),
         ] {
             validate::duration(field, d)?;
+        }
+        if options.session_timeout > Duration::from_secs(24 * 3600) {
+            return Err(Error::config("session_timeout", "must be at most 24 hours"));
         }
         if options.retry_delay > Duration::from_secs(3600) {
             return Err(Error::config("retry_delay", "must be at most 1 hour"));
@@ -146,33 +144,41 @@ impl ZooKeeperProvider {
                 "creator ACLs need an authenticated identity: set .digest(user, password)",
             ));
         }
+        let chroot = if chroot == "/" { "" } else { chroot };
+        let watchers = Watchers::default();
+        let sessions = Arc::new(Sessions::new(watchers.clone()));
+        let runtime = Runtime::start()?;
+        let config = ConnectConfig {
+            connect: format!("{}{chroot}", hosts.join(",")),
+            session_timeout: options.session_timeout,
+            connect_timeout: options.connect_timeout,
+            digest: options.digest.clone(),
+        };
+        runtime.spawn("session manager", session::manage(sessions.clone(), config));
         let provider = ZooKeeperProvider {
-            hosts,
-            chroot: if chroot == "/" { "" } else { chroot }.to_owned(),
-            session: Mutex::new(None),
-            next_connect: Mutex::new((Instant::now(), Duration::from_millis(250))),
-            generation: AtomicU64::new(0),
+            runtime,
+            sessions,
             nodes: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             ensured: Mutex::new(HashMap::new()),
             watched: Arc::new(Mutex::new(HashSet::new())),
-            watchers: Watchers::default(),
+            watchers,
             options,
         };
-        provider.session(Instant::now() + provider.options.connect_timeout)?;
+        // Dropping the provider on failure stops its runtime.
+        provider
+            .sessions
+            .first_session(Instant::now() + provider.options.connect_timeout)?;
         Ok(provider)
     }
 
-    fn acl(&self) -> Vec<Acl> {
-        match self.options.acl {
-            ZooKeeperAcl::Open => Acl::open_unsafe().clone(),
-            ZooKeeperAcl::CreatorAll => Acl::creator_all().clone(),
-            ZooKeeperAcl::CreatorAllWorldRead => {
-                let mut acl = Acl::creator_all().clone();
-                acl.extend(Acl::read_unsafe().iter().cloned());
-                acl
-            }
-        }
+    /// The session timeout the server negotiated for the latest session (the requested one
+    /// until a session was established): the longest lease TTL this provider grants, and how
+    /// long a crashed leader keeps its lease (plus up to one server tick).
+    pub fn session_timeout(&self) -> Duration {
+        self.sessions
+            .negotiated()
+            .unwrap_or(self.options.session_timeout)
     }
 
     fn group_path(&self, group: &str) -> String {
@@ -182,9 +188,11 @@ impl ZooKeeperProvider {
 
 impl Drop for ZooKeeperProvider {
     fn drop(&mut self) {
-        if let Some(s) = self.session.lock().take() {
-            drop_detached(s);
-        }
+        // The manager ends, the session is closed (its nodes go at once), the runtime thread
+        // ends after a short grace; nothing here blocks.
+        self.sessions.stop.set();
+        self.sessions.current.lock().take();
+        self.runtime.stop();
     }
 }
 
@@ -202,19 +210,21 @@ impl Provider for ZooKeeperProvider {
     }
 
     /// Pushes changes (predecessor watches); a lease ends with its session, so its TTL may
-    /// be at most the session timeout.
+    /// be at most the session timeout, as requested and as the server negotiated it.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
             .with_pushes_changes(true)
             .with_lease_ends_with_client(true)
-            .with_lease_ttl_range(Duration::from_millis(1), self.options.session_timeout)
+            .with_lease_ttl_range(
+                Duration::from_millis(1),
+                self.session_timeout().min(self.options.session_timeout),
+            )
     }
 
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
-        let sent = Instant::now();
         validate::group(&request.group)?;
         self.capabilities().check_lease_ttl(BACKEND, request.ttl)?;
-        let session = self.session(deadline)?;
+        let session = self.sessions.session(deadline)?;
         let key = (request.group.clone(), request.participant_id.clone());
         let mine = self.own_node(&session, request, deadline)?;
         let self_info = || {
@@ -250,7 +260,6 @@ impl Provider for ZooKeeperProvider {
                 _ => return Ok(Acquisition::Held(None)),
             }
             drop(nodes);
-            session.protect(sent + request.ttl);
             return Ok(Acquisition::Acquired(Lease::new(
                 self_info(),
                 request.ttl,
@@ -263,12 +272,11 @@ impl Provider for ZooKeeperProvider {
             self.watchers.wake(&request.group);
         }
         let leader_path = format!("{group_path}/{}", queue[0]);
-        let leader = self.read_info(&session, &request.group, leader_path, deadline)?;
+        let leader = self.read_info(&session, &request.group, &leader_path, deadline)?;
         Ok(Acquisition::Held(leader))
     }
 
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
-        let sent = Instant::now();
         let key = (lease.info.group.clone(), lease.info.participant_id.clone());
         let node = self.nodes.lock().get(&key).cloned();
         let Some(node) = node.filter(|n| {
@@ -278,12 +286,11 @@ impl Provider for ZooKeeperProvider {
         }) else {
             return Ok(Renewal::Lost(None));
         };
-        let session = self.session(deadline)?;
+        let session = self.sessions.session(deadline)?;
         // A node of an earlier session is not ours to keep (release deletes it).
         if node.generation == session.generation
             && self.confirm(&session, &lease.info.group, &node, deadline)?
         {
-            session.protect(sent + lease.ttl);
             Ok(Renewal::Renewed)
         } else {
             Ok(Renewal::Lost(None))
@@ -307,11 +314,11 @@ impl Provider for ZooKeeperProvider {
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {
         validate::group(group)?;
-        let session = self.session(deadline)?;
+        let session = self.sessions.session(deadline)?;
         for name in self.queue(&session, group, deadline)? {
             // The lowest node may vanish between listing and reading: try the next.
             let path = format!("{}/{name}", self.group_path(group));
-            if let Some(info) = self.read_info(&session, group, path, deadline)? {
+            if let Some(info) = self.read_info(&session, group, &path, deadline)? {
                 return Ok(Some(info));
             }
         }

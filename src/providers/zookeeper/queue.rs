@@ -1,49 +1,88 @@
 //! ZooKeeper's leader recipe for the provider: the participant's ephemeral sequential node in
 //! its group (created retry-safely, adopted after a lost reply, never handed out twice), the
-//! lease confirmation by a write through the ensemble's leader plus an `exists` that checks
-//! `czxid` and `ephemeralOwner`, the group's queue, the predecessor watch, and forgetting a
-//! participant's node.
+//! one-round-trip lease confirmation (a multi-operation through the ensemble's leader: check
+//! our node's version, and an empty `setData` on the group node), the group's queue, the
+//! predecessor watch, and forgetting a participant's node.
 
+use std::future::Future;
 use std::time::Instant;
 
-use zookeeper::{CreateMode, WatchedEvent, ZkError};
+use zookeeper_client::{Acl, Acls, CreateMode, Error as ZkError, Permission};
 
-use super::session::Session;
+use super::session::{Session, map_err, unavailable};
 use super::{BACKEND, Node, ZooKeeperProvider};
 use crate::error::{Error, Result};
 use crate::lease::{AcquireRequest, LeaderInfo};
+use crate::providers::zookeeper::options::ZooKeeperAcl;
+
+static CREATOR_ALL_WORLD_READ: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
 
 impl ZooKeeperProvider {
-    /// Creates `path` and its parents as persistent nodes, ignoring those that exist.
-    pub(super) fn ensure_path(
+    fn acls(&self) -> Acls<'static> {
+        match self.options.acl {
+            ZooKeeperAcl::Open => Acls::anyone_all(),
+            ZooKeeperAcl::CreatorAll => Acls::creator_all(),
+            ZooKeeperAcl::CreatorAllWorldRead => Acls::new(&CREATOR_ALL_WORLD_READ),
+        }
+    }
+
+    /// Runs a client call (made anew for each try) on this thread, retrying after connection
+    /// losses within `deadline`; returns the client's own result for the caller to inspect.
+    pub(super) fn run<T, F, Fut>(
         &self,
         session: &Session,
-        path: &str,
+        operation: &'static str,
         deadline: Instant,
-    ) -> Result<()> {
+        call: F,
+    ) -> Result<std::result::Result<T, ZkError>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, ZkError>>,
+    {
+        let mut tries = self.options.retries.saturating_add(1);
+        loop {
+            let result = self.sessions.call(session, operation, deadline, call())?;
+            match result {
+                Err(ZkError::ConnectionLoss)
+                    if tries > 1 && Instant::now() + self.options.retry_delay < deadline =>
+                {
+                    tries -= 1;
+                    std::thread::sleep(self.options.retry_delay);
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Creates `path` and its parents as persistent nodes, ignoring those that exist.
+    fn ensure_path(&self, session: &Session, path: &str, deadline: Instant) -> Result<()> {
+        let options = CreateMode::Persistent.with_acls(self.acls());
         let mut at = String::new();
         for seg in path[1..].split('/') {
             at.push('/');
             at.push_str(seg);
-            let (p, acl) = (at.clone(), self.acl());
-            self.run(session, "create path", deadline, move |zk| {
-                match zk.create(&p, Vec::new(), acl.clone(), CreateMode::Persistent) {
-                    Ok(_) | Err(ZkError::NodeExists) => Ok(()),
-                    Err(e) => Err(e),
-                }
+            let r = self.run(session, "create path", deadline, || {
+                session.client.create(&at, &[], &options)
             })?;
+            match r {
+                Ok(_) | Err(ZkError::NodeExists) => {}
+                Err(e) => return Err(map_err("create path", e)),
+            }
         }
         Ok(())
     }
 
     /// Deletes a node by path with the current session (whatever session created it).
-    pub(super) fn delete(&self, session: &Session, path: String, deadline: Instant) -> Result<()> {
-        self.run(session, "delete node", deadline, move |zk| {
-            match zk.delete(&path, None) {
-                Ok(()) | Err(ZkError::NoNode) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
+    pub(super) fn delete(&self, session: &Session, path: &str, deadline: Instant) -> Result<()> {
+        match self.run(session, "delete node", deadline, || {
+            session.client.delete(path, None)
+        })? {
+            Ok(()) | Err(ZkError::NoNode) => Ok(()),
+            Err(e) => Err(map_err("delete node", e)),
+        }
     }
 
     /// Our node for (group, participant) in this session, creating it (and the group path)
@@ -60,7 +99,7 @@ impl ZooKeeperProvider {
             if n.generation == session.generation {
                 return Ok(n);
             }
-            self.delete(session, n.path, deadline)?;
+            self.delete(session, &n.path, deadline)?;
             self.nodes.lock().remove(&key);
         }
         let group_path = self.group_path(&request.group);
@@ -93,27 +132,28 @@ impl ZooKeeperProvider {
             }
         };
         let prefix = format!("{group_path}/{guid}-n_");
-        let (acl, gp, data) = (self.acl(), group_path.clone(), record.clone());
-        let path = self.run(session, "create node", deadline, move |zk| {
-            let children = match zk.get_children(&gp, false) {
+        let options = CreateMode::EphemeralSequential.with_acls(self.acls());
+        let client = &session.client;
+        let created = self.run(session, "create node", deadline, || async {
+            let children = match client.list_children(&group_path).await {
                 Ok(c) => c,
                 Err(ZkError::NoNode) => Vec::new(),
                 Err(e) => return Err(e),
             };
             if let Some(c) = children.iter().find(|c| c.starts_with(&guid)) {
-                return Ok(format!("{gp}/{c}"));
+                // Created by a try whose reply was lost: adopt it.
+                let path = format!("{group_path}/{c}");
+                return match client.check_stat(&path).await? {
+                    Some(stat) => Ok((path, stat)),
+                    None => Err(ZkError::ConnectionLoss), // gone again: try anew
+                };
             }
-            zk.create(
-                &prefix,
-                data.clone(),
-                acl.clone(),
-                CreateMode::EphemeralSequential,
-            )
-        });
-        let path = match path {
-            Err(Error::Backend { source, .. })
-                if source.downcast_ref::<ZkError>() == Some(&ZkError::NoNode) =>
-            {
+            let (stat, seq) = client.create(&prefix, &record, &options).await?;
+            Ok((format!("{prefix}{seq}"), stat))
+        })?;
+        let (path, stat) = match created {
+            Ok(c) => c,
+            Err(ZkError::NoNode) => {
                 self.pending.lock().remove(&key);
                 if self.options.create_root {
                     // The group node was deleted since we created it: recreate it next time.
@@ -122,7 +162,7 @@ impl ZooKeeperProvider {
                         backend: BACKEND,
                         operation: "create node",
                         transient: true,
-                        source,
+                        source: Box::new(ZkError::NoNode),
                     });
                 }
                 return Err(Error::config(
@@ -130,18 +170,17 @@ impl ZooKeeperProvider {
                     format!("{group_path} does not exist and create_root is off; create it first"),
                 ));
             }
-            other => other?,
+            Err(e) => return Err(map_err("create node", e)),
         };
-        let p = path.clone();
-        let stat = self
-            .run(session, "create node", deadline, move |zk| {
-                zk.exists(&p, false)
-            })?
-            .ok_or_else(|| self.unavailable("our new election node vanished at once"))?;
         self.pending.lock().remove(&key);
+        if stat.ephemeral_owner != session.client.session_id().0 {
+            return Err(unavailable(
+                "our new election node belongs to another session",
+            ));
+        }
         let node = Node {
             path,
-            owner: stat.ephemeral_owner,
+            version: stat.version,
             czxid: stat.czxid,
             generation: session.generation,
             leased: false,
@@ -150,14 +189,14 @@ impl ZooKeeperProvider {
         Ok(node)
     }
 
-    /// Confirms that `node` exists as created, owned by this session, and that the session is
-    /// alive at the ensemble's leader.
-    ///
-    /// First a write (an empty `setData` on the group node): only the leader commits it, and
-    /// only for a live session — a server cut off from the quorum could still answer reads.
-    /// Then, on the same connection and so at least as fresh as that write, an `exists` of our
-    /// node. (The write goes to the group node, not to ours: our successor watches our node,
-    /// and a write to it would wake that follower at every renew.)
+    /// Confirms, in one round trip, that `node` still exists as created and that its session
+    /// is alive at the ensemble's leader: a multi-operation that checks our node's version and
+    /// writes (an empty `setData`) the group node. Only the leader commits a multi, only for a
+    /// live session, and all or nothing — a server cut off from the quorum could still answer
+    /// reads. Node names are unique (a random prefix chosen by this provider and a sequence
+    /// number) and the node is ephemeral, created by this session: its existence means it is
+    /// ours. The write goes to the group node, not to ours: our successor watches our node,
+    /// and a write to it would wake that follower at every renew.
     pub(super) fn confirm(
         &self,
         session: &Session,
@@ -165,15 +204,23 @@ impl ZooKeeperProvider {
         node: &Node,
         deadline: Instant,
     ) -> Result<bool> {
-        let (gp, p) = (self.group_path(group), node.path.clone());
-        let stat = self.run(session, "confirm node", deadline, move |zk| {
-            match zk.set_data(&gp, Vec::new(), None) {
-                Ok(_) | Err(ZkError::NoNode) => {}
-                Err(e) => return Err(e),
+        let gp = self.group_path(group);
+        let client = &session.client;
+        let r = self.run(session, "confirm node", deadline, || {
+            let mut multi = client.new_multi_writer();
+            let added = multi
+                .add_check_version(&node.path, node.version)
+                .and_then(|()| multi.add_set_data(&gp, &[], None));
+            async move {
+                added?;
+                multi.commit().await.map_err(ZkError::from)
             }
-            zk.exists(&p, false)
         })?;
-        Ok(stat.is_some_and(|s| s.ephemeral_owner == node.owner && s.czxid == node.czxid))
+        match r {
+            Ok(_) => Ok(true),
+            Err(ZkError::NoNode | ZkError::BadVersion) => Ok(false),
+            Err(e) => Err(map_err("confirm node", e)),
+        }
     }
 
     /// Reads a node's record, with its czxid as the token; `None` if it is gone.
@@ -181,18 +228,15 @@ impl ZooKeeperProvider {
         &self,
         session: &Session,
         group: &str,
-        path: String,
+        path: &str,
         deadline: Instant,
     ) -> Result<Option<LeaderInfo>> {
-        let data = self.run(session, "read node", deadline, move |zk| {
-            match zk.get_data(&path, false) {
-                Ok(d) => Ok(Some(d)),
-                Err(ZkError::NoNode) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
-        let Some((bytes, stat)) = data else {
-            return Ok(None);
+        let (bytes, stat) = match self.run(session, "read node", deadline, || {
+            session.client.get_data(path)
+        })? {
+            Ok(d) => d,
+            Err(ZkError::NoNode) => return Ok(None),
+            Err(e) => return Err(map_err("read node", e)),
         };
         let text = String::from_utf8(bytes).map_err(|_| Error::Corrupt {
             backend: BACKEND,
@@ -212,20 +256,20 @@ impl ZooKeeperProvider {
         deadline: Instant,
     ) -> Result<Vec<String>> {
         let gp = self.group_path(group);
-        let mut children = self.run(session, "list nodes", deadline, move |zk| {
-            match zk.get_children(&gp, false) {
-                Ok(c) => Ok(c),
-                Err(ZkError::NoNode) => Ok(Vec::new()),
-                Err(e) => Err(e),
-            }
-        })?;
+        let mut children = match self.run(session, "list nodes", deadline, || {
+            session.client.list_children(&gp)
+        })? {
+            Ok(c) => c,
+            Err(ZkError::NoNode) => Vec::new(),
+            Err(e) => return Err(map_err("list nodes", e)),
+        };
         children.retain(|c| c.contains("-n_"));
         children.sort_by_key(|c| seq(c));
         Ok(children)
     }
 
     /// Watches `path` (our predecessor) once per session: waking `group`'s electors when it
-    /// changes. Returns whether it still exists.
+    /// changes or the session ends. Returns whether it still exists.
     pub(super) fn watch_predecessor(
         &self,
         session: &Session,
@@ -237,23 +281,28 @@ impl ZooKeeperProvider {
         if self.watched.lock().contains(&key) {
             return Ok(true);
         }
-        let (watchers, watched, g, k) = (
+        let (stat, watcher) = match self.run(session, "watch predecessor", deadline, || {
+            session.client.check_and_watch_stat(&path)
+        })? {
+            Ok(r) => r,
+            Err(e) => return Err(map_err("watch predecessor", e)),
+        };
+        if stat.is_none() {
+            return Ok(false);
+        }
+        self.watched.lock().insert(key.clone());
+        let (watchers, watched, g) = (
             self.watchers.clone(),
             self.watched.clone(),
             group.to_owned(),
-            key.clone(),
         );
-        let exists = self.run(session, "watch predecessor", deadline, move |zk| {
-            let (w, wd, g, k) = (watchers.clone(), watched.clone(), g.clone(), k.clone());
-            zk.exists_w(&path, move |_: WatchedEvent| {
-                wd.lock().remove(&k);
-                w.wake(&g);
-            })
-        })?;
-        if exists.is_some() {
-            self.watched.lock().insert(key);
-        }
-        Ok(exists.is_some())
+        self.runtime.spawn("predecessor watch", async move {
+            // Fires on deletion, a data change, or the end of the session.
+            let _event = watcher.changed().await;
+            watched.lock().remove(&key);
+            watchers.wake(&g);
+        });
+        Ok(true)
     }
 
     /// Deletes our node for (group, participant), whatever session created it, and forgets it.
@@ -263,9 +312,19 @@ impl ZooKeeperProvider {
         if node.is_none() && pending.is_none() {
             return Ok(());
         }
-        let session = self.session(deadline)?;
+        // A node of a session that is over needs no delete (it is ephemeral): forget it even
+        // while no session can be had, so that a release after an outage does not fail.
+        let over = |generation: u64| self.sessions.over(generation);
+        if node.as_ref().is_none_or(|n| over(n.generation))
+            && pending.as_ref().is_none_or(|(_, g)| over(*g))
+        {
+            self.nodes.lock().remove(key);
+            self.pending.lock().remove(key);
+            return Ok(());
+        }
+        let session = self.sessions.session(deadline)?;
         if let Some(n) = node {
-            self.delete(&session, n.path, deadline)?;
+            self.delete(&session, &n.path, deadline)?;
         }
         if let Some((guid, generation)) = pending
             && generation == session.generation
@@ -273,7 +332,7 @@ impl ZooKeeperProvider {
             for name in self.queue(&session, &key.0, deadline)? {
                 if name.starts_with(&guid) {
                     let path = format!("{}/{name}", self.group_path(&key.0));
-                    self.delete(&session, path, deadline)?;
+                    self.delete(&session, &path, deadline)?;
                 }
             }
         }
@@ -283,7 +342,7 @@ impl ZooKeeperProvider {
     }
 }
 
-/// The sequence number at the end of a node name (10 digits).
+/// The sequence number at the end of a node name (10 or 19 digits).
 pub(super) fn seq(name: &str) -> u64 {
     name.rsplit("-n_")
         .next()

@@ -1,333 +1,369 @@
-//! ZooKeeper session management for the provider: one client of the `zookeeper` crate per
-//! session, built only once a plain TCP probe finds a server (the crate spins while none
-//! answers), with credentials re-sent after every reconnection, every call run on the session's
-//! own call thread so that the caller waits no longer than its deadline, and sessions retired
-//! when they end, overrun a call or lose every call for longer than their timeout.
+//! ZooKeeper sessions for the provider: a manager task on the provider's runtime keeps one
+//! `zookeeper-client` session (the client reconnects it within its timeout, with jittered
+//! back-off, and reports expiry); when a session ends it builds a new one, with its own
+//! bounded, jittered back-off, logging state changes only. Callers get the current session,
+//! waiting for one being established no longer than their deadline, and run each call on their
+//! own thread bounded by their deadline (`call`). The negotiated session timeout of every
+//! session is recorded: it bounds the lease TTL.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use parking_lot::Mutex;
-use zookeeper::{WatchedEvent, ZkError, ZkState, ZooKeeper};
+use async_io::Timer;
+use futures_lite::FutureExt;
+use parking_lot::{Condvar, Mutex};
+use zookeeper_client::{Client, SessionState};
 
-use super::{BACKEND, ZooKeeperProvider};
+use super::BACKEND;
+use super::runtime::{Signal, block_on_until};
 use crate::error::{Error, Result};
-use crate::providers::support::deadline;
+use crate::providers::support::watchers::Watchers;
 
-const STATE_CONNECTING: u8 = 0;
-const STATE_CONNECTED: u8 = 1;
-const STATE_CLOSED: u8 = 2;
+/// First and largest pause between two failed attempts to establish a session (jittered).
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// One ZooKeeper session: one client of the crate, with its own call thread.
+/// One ZooKeeper session (one `zookeeper-client` client).
 pub(super) struct Session {
-    pub(super) zk: Arc<ZooKeeper>,
-    pub(super) state: Arc<AtomicU8>,
-    /// Bumped on every (re)connection: the crate does not resend credentials then.
-    pub(super) connects: Arc<AtomicU64>,
-    /// `connects` when the credentials were last sent.
-    pub(super) authed: AtomicU64,
+    pub(super) client: Client,
     pub(super) generation: u64,
-    pub(super) jobs: Sender<Job>,
-    /// A call overran its deadline (a frozen server, a silent network): replace the session.
-    pub(super) wedged: AtomicBool,
     /// Since when every call failed with a connection loss (none: the last call got through).
-    pub(super) losing_since: Mutex<Option<Instant>>,
-    /// The latest `sent + ttl` of a lease confirmed on this session. Closing the session deletes
-    /// its nodes at once, so until then it is never closed on this provider's own suspicion
-    /// (a wedged call): an elector sharing the provider may lead on one of its nodes.
-    pub(super) protected_until: Mutex<Option<Instant>>,
+    losing_since: Mutex<Option<Instant>>,
+    /// Every call lost for longer than twice the session timeout: replace it.
+    retired: AtomicBool,
 }
 
 impl Session {
-    /// Keeps the session open until at least `until` (a confirmed lease's `sent + ttl`).
-    pub(super) fn protect(&self, until: Instant) {
-        let mut p = self.protected_until.lock();
-        *p = Some(p.map_or(until, |t| t.max(until)));
-    }
-
-    /// Whether a lease confirmed on this session may still be in force.
-    pub(super) fn protected(&self) -> bool {
-        self.protected_until
-            .lock()
-            .is_some_and(|t| Instant::now() < t)
-    }
-
-    /// Whether the crate itself reports the session over (closed or refused).
-    pub(super) fn closed(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == STATE_CLOSED
-    }
-
-    pub(super) fn usable(&self) -> bool {
-        !self.wedged.load(Ordering::SeqCst)
-            && matches!(
-                self.state.load(Ordering::SeqCst),
-                STATE_CONNECTING | STATE_CONNECTED
-            )
+    /// Whether the session can still serve calls (possibly after the client reconnects it).
+    pub(super) fn live(&self) -> bool {
+        !self.client.state().is_terminated() && !self.retired.load(Ordering::SeqCst)
     }
 }
 
-impl ZooKeeperProvider {
-    pub(super) fn unavailable(&self, why: &'static str) -> Error {
-        Error::Unavailable {
-            backend: BACKEND,
-            source: why.into(),
+/// What the provider and its session manager share.
+pub(super) struct Sessions {
+    pub(super) current: Mutex<Option<Arc<Session>>>,
+    /// Notified when a session is established, or an attempt fails.
+    established: Condvar,
+    /// An attempt to establish a session is under way (callers may wait for it).
+    connecting: AtomicBool,
+    /// The negotiated timeout of the latest session, in milliseconds (0: none yet).
+    negotiated_ms: AtomicU64,
+    /// Why the latest attempt failed, when it is permanent (authentication refused).
+    refused: Mutex<Option<&'static str>>,
+    /// Why the latest attempt failed (the client's error text: no secrets in it).
+    last_failure: Mutex<Option<String>>,
+    generation: AtomicU64,
+    pub(super) stop: Signal,
+    watchers: Watchers,
+}
+
+/// How to build a client.
+pub(super) struct ConnectConfig {
+    pub(super) connect: String,
+    pub(super) session_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) digest: Option<(String, String)>,
+}
+
+impl Sessions {
+    pub(super) fn new(watchers: Watchers) -> Sessions {
+        Sessions {
+            current: Mutex::new(None),
+            established: Condvar::new(),
+            connecting: AtomicBool::new(true),
+            negotiated_ms: AtomicU64::new(0),
+            refused: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            stop: Signal::default(),
+            watchers,
         }
     }
 
-    /// A usable session — the current one, or a new one if it ended — with credentials sent
-    /// on its current connection.
+    /// The negotiated timeout of the latest session, if one was ever established.
+    pub(super) fn negotiated(&self) -> Option<Duration> {
+        match self.negotiated_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Whether the session of `generation` is over (expired, closed or replaced): its
+    /// ephemeral nodes are gone, or go when the server expires it, without our help.
+    pub(super) fn over(&self, generation: u64) -> bool {
+        match self.current.lock().as_ref() {
+            Some(s) if s.generation == generation => !s.live(),
+            _ => generation <= self.generation.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The current session; while one is being established, waits for it until `deadline`.
     pub(super) fn session(&self, deadline: Instant) -> Result<Arc<Session>> {
-        let session = {
-            let mut slot = self
-                .session
-                .try_lock_until(deadline)
-                .ok_or_else(|| self.timeout("connect"))?;
-            match slot.as_ref() {
-                Some(s) if s.usable() => s.clone(),
-                // Wedged by our own suspicion, but a lease of an elector sharing this provider
-                // may rest on it: closing it would delete that leader's node while it still
-                // believes it leads. Keep using it until no such lease can be in force.
-                Some(s) if !s.closed() && s.protected() => s.clone(),
-                _ => {
-                    // The old session is over: close its client off this thread (closing a
-                    // disconnected client blocks until the crate gives up on it).
-                    if let Some(old) = slot.take() {
-                        log::info!("zookeeper: session {} ended; reconnecting", old.generation);
-                        drop_detached(old);
-                    }
-                    let s = Arc::new(self.connect(deadline)?);
-                    *slot = Some(s.clone());
-                    self.watchers.wake_all(); // releases may have been missed
-                    s
-                }
-            }
-        };
-        if let Some((user, password)) = &self.options.digest {
-            let connects = session.connects.load(Ordering::SeqCst);
-            if session.authed.load(Ordering::SeqCst) != connects {
-                let auth = format!("{user}:{password}").into_bytes();
-                self.run(&session, "authenticate", deadline, move |zk| {
-                    zk.add_auth("digest", auth.clone())
-                })?;
-                session.authed.store(connects, Ordering::SeqCst);
-            }
-        }
-        Ok(session)
+        self.wait_for_session(deadline, false)
     }
 
-    pub(super) fn timeout(&self, operation: &'static str) -> Error {
-        Error::Timeout {
-            backend: BACKEND,
-            operation,
-            timeout: self.options.session_timeout,
-        }
+    /// The first session: waits for it until `deadline`, through failed attempts and back-off,
+    /// and reports why the latest attempt failed.
+    pub(super) fn first_session(&self, deadline: Instant) -> Result<Arc<Session>> {
+        self.wait_for_session(deadline, true).map_err(|e| match e {
+            Error::Timeout { .. } => match self.last_failure.lock().clone() {
+                Some(why) => Error::Unavailable {
+                    backend: BACKEND,
+                    source: format!("no session within the connect timeout: {why}").into(),
+                },
+                None => e,
+            },
+            e => e,
+        })
     }
 
-    /// Builds a new client, once a server accepts TCP connections.
-    pub(super) fn connect(&self, deadline: Instant) -> Result<Session> {
-        let mut next = self.next_connect.lock();
-        let now = Instant::now();
-        if now < next.0 {
-            return Err(self.unavailable("waiting before reconnecting"));
-        }
-        let fail = |next: &mut (Instant, Duration), e: Error| {
-            next.0 = Instant::now() + next.1;
-            next.1 = (next.1 * 2).min(Duration::from_secs(5));
-            e
-        };
-        // A client of the crate spins while no server answers, and panics if the first host
-        // cannot be reached: probe, and list the hosts that answer first.
-        let budget = deadline::clamp(self.options.connect_timeout, deadline);
-        let per_host = (budget / self.hosts.len() as u32).max(Duration::from_millis(10));
-        let (up, down): (Vec<&String>, Vec<&String>) = self.hosts.iter().partition(|h| {
-            h.to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .is_some_and(|a| TcpStream::connect_timeout(&a, per_host).is_ok())
-        });
-        if up.is_empty() {
-            return Err(fail(
-                &mut next,
-                self.unavailable("no server accepts connections"),
-            ));
-        }
-        let hosts: Vec<&str> = up.iter().chain(&down).map(|h| h.as_str()).collect();
-        let connect_string = format!("{}{}", hosts.join(","), self.chroot);
-        let state = Arc::new(AtomicU8::new(STATE_CONNECTING));
-        let connects = Arc::new(AtomicU64::new(0));
-        let zk = catch_unwind(AssertUnwindSafe(|| {
-            ZooKeeper::connect(
-                &connect_string,
-                self.options.session_timeout,
-                |_: WatchedEvent| {},
-            )
-        }))
-        .map_err(|_| {
-            fail(
-                &mut next,
-                Error::Backend {
+    fn wait_for_session(&self, deadline: Instant, through_backoff: bool) -> Result<Arc<Session>> {
+        let start = Instant::now();
+        let mut current = self.current.lock();
+        loop {
+            if let Some(s) = current.as_ref().filter(|s| s.live()) {
+                return Ok(s.clone());
+            }
+            if let Some(why) = *self.refused.lock() {
+                return Err(Error::Backend {
                     backend: BACKEND,
                     operation: "connect",
-                    transient: true,
-                    source: "the zookeeper client panicked while connecting".into(),
-                },
-            )
-        })?
-        .map_err(|e| fail(&mut next, map_err("connect", e)))?;
-        let (listener_state, listener_connects) = (state.clone(), connects.clone());
-        zk.add_listener(move |s: ZkState| {
-            let v = match s {
-                ZkState::Connected | ZkState::ConnectedReadOnly => {
-                    listener_connects.fetch_add(1, Ordering::SeqCst);
-                    STATE_CONNECTED
-                }
-                ZkState::Closed | ZkState::AuthFailed => STATE_CLOSED,
-                _ => STATE_CONNECTING,
-            };
-            listener_state.store(v, Ordering::SeqCst);
-        });
-        let zk = Arc::new(zk);
-        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        std::thread::Builder::new()
-            .name(format!("le-zk-calls-{generation}"))
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .map_err(|e| Error::io("spawning the ZooKeeper call thread", e))?;
-        let session = Session {
-            zk,
-            state,
-            connects,
-            authed: AtomicU64::new(0),
-            generation,
-            jobs,
-            wedged: AtomicBool::new(false),
-            losing_since: Mutex::new(None),
-            protected_until: Mutex::new(None),
-        };
-        let wait_until = (Instant::now() + self.options.connect_timeout).min(deadline);
-        while session.state.load(Ordering::SeqCst) != STATE_CONNECTED {
-            if Instant::now() >= wait_until || session.state.load(Ordering::SeqCst) == STATE_CLOSED
-            {
-                drop_detached(Arc::new(session));
-                return Err(fail(&mut next, self.timeout("connect")));
+                    transient: false,
+                    source: why.into(),
+                });
             }
-            std::thread::sleep(Duration::from_millis(2));
+            if !through_backoff && !self.connecting.load(Ordering::SeqCst) {
+                return Err(unavailable(
+                    "no ZooKeeper session: reconnecting after back-off",
+                ));
+            }
+            if self
+                .established
+                .wait_until(&mut current, deadline)
+                .timed_out()
+            {
+                return Err(Error::Timeout {
+                    backend: BACKEND,
+                    operation: "connect",
+                    timeout: deadline.saturating_duration_since(start),
+                });
+            }
         }
-        *next = (Instant::now(), Duration::from_millis(250));
-        log::debug!("zookeeper: session {generation} established");
-        Ok(session)
     }
 
-    /// Runs `op` on the session's call thread, retrying after connection losses, and waits no
-    /// longer than `deadline`; a call still running then retires the session.
-    pub(super) fn run<T: Send + 'static>(
+    /// Runs one client call on this thread, giving up at `deadline`; records connection
+    /// losses so that a session that loses every call for too long is replaced.
+    pub(super) fn call<T, F>(
         &self,
         session: &Session,
         operation: &'static str,
         deadline: Instant,
-        op: impl Fn(&ZooKeeper) -> zookeeper::ZkResult<T> + Send + Sync + 'static,
-    ) -> Result<T> {
-        let mut tries = self.options.retries.saturating_add(1);
-        let op = Arc::new(op);
-        loop {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let (zk, op2) = (session.zk.clone(), op.clone());
-            let job: Job = Box::new(move || {
-                if Instant::now() < deadline {
-                    let _ = tx.send(op2(&zk));
-                }
+        f: F,
+    ) -> Result<std::result::Result<T, zookeeper_client::Error>>
+    where
+        F: std::future::Future<Output = std::result::Result<T, zookeeper_client::Error>>,
+    {
+        let start = Instant::now();
+        let Some(result) = block_on_until(f, deadline) else {
+            return Err(Error::Timeout {
+                backend: BACKEND,
+                operation,
+                timeout: deadline.saturating_duration_since(start),
             });
-            session
-                .jobs
-                .send(job)
-                .map_err(|_| self.unavailable("the call thread is gone"))?;
-            let result = match rx.recv_deadline(deadline) {
-                Ok(r) => r,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+        };
+        match &result {
+            Err(
+                zookeeper_client::Error::ConnectionLoss | zookeeper_client::Error::ClientClosed,
+            ) => {
+                let mut since = session.losing_since.lock();
+                let first = *since.get_or_insert_with(Instant::now);
+                // A lease confirmed on this session before the first loss has ended by now
+                // (its TTL is at most the session timeout): replacing it ends no lease.
+                let limit = 2 * self.negotiated().unwrap_or(Duration::from_secs(60));
+                if first.elapsed() > limit && !session.retired.swap(true, Ordering::SeqCst) {
                     log::warn!(
-                        "zookeeper: {operation} overran its deadline; retiring session {}",
-                        session.generation
+                        "zookeeper: session {} lost every call for {:?}; replacing it",
+                        session.generation,
+                        first.elapsed()
                     );
-                    session.wedged.store(true, Ordering::SeqCst);
-                    return Err(self.timeout(operation));
-                }
-                // The job was skipped: its deadline had passed before it could start.
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return Err(self.timeout(operation));
-                }
-            };
-            match result {
-                Err(ZkError::ConnectionLoss | ZkError::OperationTimeout)
-                    if tries > 1 && Instant::now() + self.options.retry_delay < deadline =>
-                {
-                    tries -= 1;
-                    std::thread::sleep(self.options.retry_delay);
-                }
-                Err(ZkError::NoAuth) => {
-                    // Maybe credentials lost in a reconnection: send them again next time.
-                    session.authed.store(u64::MAX, Ordering::SeqCst);
-                    return Err(map_err(operation, ZkError::NoAuth));
-                }
-                Err(ZkError::ConnectionLoss) => {
-                    // The crate's I/O thread can die (it has panicking paths) without telling
-                    // its listeners: a session that loses every call for longer than its
-                    // timeout is over whatever its state says.
-                    let mut since = session.losing_since.lock();
-                    let first = *since.get_or_insert_with(Instant::now);
-                    if first.elapsed() > self.options.session_timeout {
-                        log::warn!(
-                            "zookeeper: session {} lost every call for {:?}; retiring it",
-                            session.generation,
-                            first.elapsed()
-                        );
-                        session.wedged.store(true, Ordering::SeqCst);
-                    }
-                    return Err(map_err(operation, ZkError::ConnectionLoss));
-                }
-                other => {
-                    *session.losing_since.lock() = None;
-                    if other.is_ok() {
-                        // It answers: whatever made a call overrun has passed.
-                        session.wedged.store(false, Ordering::SeqCst);
-                    }
-                    return other.map_err(|e| map_err(operation, e));
+                    self.watchers.wake_all();
                 }
             }
+            _ => *session.losing_since.lock() = None,
         }
+        Ok(result)
+    }
+
+    fn publish(&self, session: Option<Arc<Session>>, connecting: bool) {
+        let mut current = self.current.lock();
+        *current = session;
+        self.connecting.store(connecting, Ordering::SeqCst);
+        self.established.notify_all();
     }
 }
 
-/// Closes a session's client on a short-lived thread: closing a disconnected client blocks
-/// until the crate gives up on its session. Its call thread ends with its job channel.
-pub(super) fn drop_detached(session: Arc<Session>) {
-    let _ = std::thread::Builder::new()
-        .name("le-zk-close".into())
-        .spawn(move || drop(session));
+/// The session manager: keeps a session, replaces it when it ends, until the provider stops.
+pub(super) async fn manage(sessions: Arc<Sessions>, config: ConnectConfig) {
+    let mut delay = BACKOFF_MIN;
+    let mut failures = 0u32;
+    while !sessions.stop.is_set() {
+        sessions.connecting.store(true, Ordering::SeqCst);
+        let mut connector = Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_fail_eagerly();
+        if let Some((user, password)) = &config.digest {
+            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        }
+        let timeout = async {
+            Timer::after(config.connect_timeout).await;
+            Err(zookeeper_client::Error::Timeout)
+        };
+        let attempt = connector
+            .connect(&config.connect)
+            .or(timeout)
+            .or(stopped(&sessions.stop))
+            .await;
+        let client = match attempt {
+            Ok(client) => client,
+            Err(e) => {
+                if sessions.stop.is_set() {
+                    return;
+                }
+                failures += 1;
+                *sessions.last_failure.lock() = Some(e.to_string());
+                if e == zookeeper_client::Error::AuthFailed {
+                    *sessions.refused.lock() = Some("the server refused the credentials");
+                }
+                if failures == 1 {
+                    log::warn!(
+                        "zookeeper: cannot establish a session ({e}); retrying with back-off up \
+                         to {BACKOFF_MAX:?}"
+                    );
+                } else {
+                    log::debug!("zookeeper: attempt {failures} to establish a session: {e}");
+                }
+                sessions.publish(None, false);
+                let pause = jitter(delay);
+                delay = (delay * 2).min(BACKOFF_MAX);
+                let _ = async {
+                    Timer::after(pause).await;
+                    Ok(())
+                }
+                .or(stopped(&sessions.stop))
+                .await;
+                continue;
+            }
+        };
+        *sessions.refused.lock() = None;
+        delay = BACKOFF_MIN;
+        let generation = sessions.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let negotiated = client.session_timeout();
+        sessions
+            .negotiated_ms
+            .store(negotiated.as_millis().max(1) as u64, Ordering::SeqCst);
+        if negotiated != config.session_timeout {
+            log::warn!(
+                "zookeeper: the server set the session timeout to {negotiated:?} (asked for {:?}): \
+                 leases longer than that are refused, and failover takes that long",
+                config.session_timeout
+            );
+        }
+        if failures > 0 {
+            log::info!(
+                "zookeeper: session {generation} established after {failures} failed attempts \
+                 (timeout {negotiated:?})"
+            );
+        } else {
+            log::debug!("zookeeper: session {generation} established (timeout {negotiated:?})");
+        }
+        failures = 0;
+        let mut states = client.state_watcher();
+        let session = Arc::new(Session {
+            client,
+            generation,
+            losing_since: Mutex::new(None),
+            retired: AtomicBool::new(false),
+        });
+        sessions.publish(Some(session.clone()), true);
+        sessions.watchers.wake_all(); // releases may have been missed while we had none
+        // Follow the session's state until it ends; log changes, not attempts.
+        let end = loop {
+            let next = async { Some(states.changed().await) }
+                .or(async {
+                    // Re-check now and then: a session replaced after losing every call
+                    // reports no state change.
+                    Timer::after(negotiated.max(Duration::from_secs(1))).await;
+                    None
+                })
+                .or(async {
+                    sessions.stop.wait().await;
+                    Some(SessionState::Closed)
+                })
+                .await;
+            if sessions.stop.is_set() {
+                return;
+            }
+            match next {
+                None if !session.live() => break "lost every call for too long",
+                None => {}
+                Some(SessionState::Disconnected) => log::warn!(
+                    "zookeeper: session {generation} disconnected; the client reconnects it \
+                     (with back-off) until the session times out"
+                ),
+                Some(SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
+                    log::info!("zookeeper: session {generation} reconnected");
+                    sessions.watchers.wake_all();
+                }
+                Some(SessionState::Expired) => break "expired",
+                Some(SessionState::AuthFailed) => break "failed authentication",
+                Some(_) => break "closed",
+            }
+        };
+        log::warn!("zookeeper: session {generation} {end}; establishing a new one");
+        sessions.publish(None, true);
+        sessions.watchers.wake_all();
+        drop(session);
+    }
 }
 
-pub(super) fn map_err(operation: &'static str, e: ZkError) -> Error {
+/// Completes (with `ClientClosed`) once the provider stops.
+async fn stopped<T>(stop: &Signal) -> std::result::Result<T, zookeeper_client::Error> {
+    stop.wait().await;
+    Err(zookeeper_client::Error::ClientClosed)
+}
+
+/// `d` plus up to half of it again, at random.
+fn jitter(d: Duration) -> Duration {
+    let half = d.as_millis() as u64 / 2;
+    d + Duration::from_millis(crate::util::random_u64() % (half + 1))
+}
+
+pub(super) fn unavailable(why: &'static str) -> Error {
+    Error::Unavailable {
+        backend: BACKEND,
+        source: why.into(),
+    }
+}
+
+/// Maps a client error; session losses are `Unavailable`, the rest `Backend`.
+pub(super) fn map_err(operation: &'static str, e: zookeeper_client::Error) -> Error {
+    use zookeeper_client::Error as Zk;
     match e {
-        ZkError::ConnectionLoss
-        | ZkError::SessionExpired
-        | ZkError::SessionMoved
-        | ZkError::OperationTimeout => Error::Unavailable {
+        Zk::ConnectionLoss
+        | Zk::SessionExpired
+        | Zk::SessionMoved
+        | Zk::Timeout
+        | Zk::ClientClosed
+        | Zk::NoHosts => Error::Unavailable {
             backend: BACKEND,
             source: Box::new(e),
         },
         _ => Error::Backend {
             backend: BACKEND,
             operation,
-            transient: matches!(e, ZkError::SystemError),
+            transient: matches!(e, Zk::Throttled | Zk::UnexpectedError(_)),
             source: Box::new(e),
         },
     }

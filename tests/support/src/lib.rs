@@ -33,7 +33,7 @@ pub use postgres::{PrivatePostgres, postgres_url};
 pub use proxy::Proxy;
 pub use redis::{PrivateRedis, redis_url};
 pub use tls::make_tls_certs;
-pub use zookeeper::{PrivateZooKeeper, zookeeper_hosts};
+pub use zookeeper::{AcceptAndClose, PrivateZooKeeper, server_tick, zookeeper_hosts};
 
 /// An environment variable or a default.
 pub fn env_or(name: &str, default: &str) -> String {

@@ -1,5 +1,6 @@
 //! ZooKeeper for the tests: the shared server's hosts and a private instance of a test's own
-//! that can be killed, frozen (SIGSTOP) and thawed.
+//! that can be killed, frozen (SIGSTOP) and thawed, and a listener that accepts connections and
+//! closes them at once (a load balancer with no backend).
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -10,6 +11,24 @@ use crate::{env_or, free_port, wait_for};
 /// The shared ZooKeeper ensemble's connection string.
 pub fn zookeeper_hosts() -> String {
     env_or("LE_ZOOKEEPER_HOSTS", "127.0.0.1:2181")
+}
+
+/// The `tickTime` of the server at `host:port`, from its `conf` four-letter command (`None` if
+/// it does not answer it).
+pub fn server_tick(host_port: &str) -> Option<Duration> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host_port).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"conf").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let ms = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tickTime="))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 /// A ZooKeeper server of this test's own (standalone, on a free port, data in a temporary
@@ -130,5 +149,63 @@ impl Drop for PrivateZooKeeper {
             }
         }
         self.kill_server();
+    }
+}
+
+/// A listener on 127.0.0.1:`port` that accepts every connection and closes it at once — a load
+/// balancer with no backend behind it. Counts the connections; stops when dropped.
+pub struct AcceptAndClose {
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AcceptAndClose {
+    /// Binds `port` (retrying for a few seconds while a killed server's socket goes away).
+    pub fn start(port: u16) -> AcceptAndClose {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut listener = None;
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok();
+                listener.is_some()
+            }),
+            "cannot bind 127.0.0.1:{port}"
+        );
+        let listener = listener.expect("bound");
+        listener.set_nonblocking(true).unwrap();
+        let accepted = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        drop(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        AcceptAndClose {
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted (and closed) so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for AcceptAndClose {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
