@@ -214,6 +214,7 @@ impl Provider for ZooKeeperProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
             .with_pushes_changes(true)
+            .with_pushes_expiry(true)
             .with_lease_ends_with_client(true)
             .with_lease_ttl_range(
                 Duration::from_millis(1),

@@ -287,7 +287,8 @@ pub(super) async fn manage(sessions: Arc<Sessions>, config: ConnectConfig) {
             retired: AtomicBool::new(false),
         });
         sessions.publish(Some(session.clone()), true);
-        sessions.watchers.wake_all(); // releases may have been missed while we had none
+        // Watches are live again; releases may have been missed while we had none.
+        sessions.watchers.subscribed();
         // Follow the session's state until it ends; log changes, not attempts.
         let end = loop {
             let next = async { Some(states.changed().await) }
@@ -308,13 +309,17 @@ pub(super) async fn manage(sessions: Arc<Sessions>, config: ConnectConfig) {
             match next {
                 None if !session.live() => break "lost every call for too long",
                 None => {}
-                Some(SessionState::Disconnected) => log::warn!(
-                    "zookeeper: session {generation} disconnected; the client reconnects it \
-                     (with back-off) until the session times out"
-                ),
+                Some(SessionState::Disconnected) => {
+                    log::warn!(
+                        "zookeeper: session {generation} disconnected; the client reconnects it \
+                         (with back-off) until the session times out"
+                    );
+                    // No push meanwhile: idle followers poll every retry interval.
+                    sessions.watchers.unsubscribed();
+                }
                 Some(SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
                     log::info!("zookeeper: session {generation} reconnected");
-                    sessions.watchers.wake_all();
+                    sessions.watchers.subscribed();
                 }
                 Some(SessionState::Expired) => break "expired",
                 Some(SessionState::AuthFailed) => break "failed authentication",
@@ -323,6 +328,7 @@ pub(super) async fn manage(sessions: Arc<Sessions>, config: ConnectConfig) {
         };
         log::warn!("zookeeper: session {generation} {end}; establishing a new one");
         sessions.publish(None, true);
+        sessions.watchers.unsubscribed();
         sessions.watchers.wake_all();
         drop(session);
     }
