@@ -80,6 +80,7 @@
 #![forbid(unsafe_code)]
 
 mod adapters;
+mod builder;
 mod capabilities;
 mod change;
 mod changes;
@@ -106,14 +107,15 @@ pub mod validate;
 pub mod testing;
 
 pub use adapters::{ChangesExt, DistinctUntilChanged, OnTransition, TakeUntilLeader, WhileLeader};
+pub use builder::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT, ElectorBuilder,
+};
 pub use capabilities::Capabilities;
 pub use change::{EventKinds, LeadershipChange, LostReason};
 pub use changes::Changes;
 pub use connect::connect;
-pub use elector::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_RETRY_INTERVAL,
-    DEFAULT_SHUTDOWN_TIMEOUT, Elector, ElectorBuilder,
-};
+pub use elector::Elector;
 pub use error::{BoxError, Error, Result};
 pub use lease::{AcquireRequest, Acquisition, LeaderInfo, Lease, Renewal};
 pub use observer::{DEFAULT_CALL_TIMEOUT, DEFAULT_POLL_INTERVAL, Observer, ObserverBuilder};

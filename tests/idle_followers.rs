@@ -23,6 +23,8 @@ struct Counted {
     campaigns: Arc<AtomicU64>,
     live: Arc<AtomicBool>,
     crashed: Arc<AtomicBool>,
+    /// A group found held is reported without its leader (as during Consul's lock-delay).
+    anonymous: Arc<AtomicBool>,
     wakeups: Arc<parking_lot::Mutex<Vec<Wakeup>>>,
 }
 
@@ -33,6 +35,7 @@ impl Counted {
             campaigns: Arc::default(),
             live: Arc::new(AtomicBool::new(true)),
             crashed: Arc::default(),
+            anonymous: Arc::default(),
             wakeups: Arc::default(),
         }
     }
@@ -74,7 +77,12 @@ impl Provider for Counted {
     fn try_acquire(&self, request: &AcquireRequest, deadline: Instant) -> Result<Acquisition> {
         self.campaigns.fetch_add(1, Ordering::SeqCst);
         self.check("acquire")?;
-        self.inner.try_acquire(request, deadline)
+        match self.inner.try_acquire(request, deadline)? {
+            Acquisition::Held(_) if self.anonymous.load(Ordering::SeqCst) => {
+                Ok(Acquisition::Held(None))
+            }
+            other => Ok(other),
+        }
     }
     fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Renewal> {
         self.check("renew")?;
@@ -194,4 +202,25 @@ fn while_the_push_is_down_followers_poll_every_retry_interval() {
     // Down: every 50–100 ms, ≈ 40. Up: about once per lease TTL.
     assert!(down >= 20, "{down}");
     assert!(up * 4 <= down, "{up} vs {down}");
+}
+
+/// A group held without a known leader (Consul's lock-delay, a ZooKeeper queue place being
+/// re-made): no push announces its end, so the follower polls every retry interval.
+#[test]
+fn a_group_held_by_nobody_known_is_polled_every_retry_interval() {
+    let p = Counted::new();
+    let group = common::unique("idle-anon");
+    let leader = elector(&p, &group, "leader", None);
+    leader.subscribe().take_until_leader().for_each(drop);
+    p.anonymous.store(true, Ordering::SeqCst);
+    let follower = elector(&p, &group, "follower", None);
+    assert!(common::wait_for(Duration::from_secs(10), || follower
+        .status()
+        .watch_established));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = p.campaigns.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    let n = p.campaigns.load(Ordering::SeqCst) - before;
+    // Every 50–100 ms: ≈ 27; once per TTL (2 s) if it relied on a push.
+    assert!(n >= 10, "{n} campaigns in 2 s");
 }

@@ -203,6 +203,8 @@ fn print_scale(line: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
+        // RUST_LOG=… shows what the library logs in a scenario.
+        let _ = env_logger::try_init();
         let line = match args.get(1).map(String::as_str) {
             Some("scale") => run_scale(
                 &args[2],

@@ -171,7 +171,9 @@ impl IntoDuration for rustix::time::Timespec {
 /// CPU time per renew of `provider` called directly in a loop on this thread (the client's
 /// own cost of one renew, without any elector), and its wall time.
 pub fn raw_renew_cost(provider: &dyn Provider, group: &str, calls: u32) -> (Duration, Duration) {
-    let ttl = Duration::from_secs(30);
+    // Long enough that the loop never races the lease's expiry; within what the backend
+    // honours (ZooKeeper: its session timeout).
+    let ttl = Duration::from_secs(30).min(provider.capabilities().max_lease_ttl);
     let deadline = || Instant::now() + Duration::from_secs(10);
     let req = AcquireRequest::new(group, "raw", ttl);
     let lease = match provider.try_acquire(&req, deadline()) {

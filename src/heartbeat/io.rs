@@ -256,9 +256,12 @@ impl Work for Lane {
     /// Once the heartbeat thread is gone ("orphaned": a shutdown that gave up waiting for a
     /// hung call), only the queued releases and withdrawals still run, and a lease acquired too
     /// late is released, so nothing stays held on the backend.
-    fn run_next(&self, started: &dyn Fn(Instant)) -> bool {
+    fn run_next(&self, started: &dyn Fn()) -> bool {
+        // Nobody reads the answers (the machine is gone, e.g. after a panic): orphaned too.
+        let closed = self.answers.mailbox.lock().closed;
         let (job, orphaned) = {
             let mut queue = self.queue.lock();
+            queue.orphaned |= closed;
             loop {
                 match queue.jobs.pop_front() {
                     None => {
@@ -279,20 +282,31 @@ impl Work for Lane {
         } else {
             job.deadline
         };
-        started(deadline);
         let provider = &*self.provider;
-        self.shared.health().call = Some((job.call.name(), self.shared.clock().now()));
-        let outcome = run(provider, job.call, deadline);
-        self.shared.health().call = None;
+        let outcome = if !orphaned && Instant::now() >= deadline {
+            // It waited in the pool past its deadline: nobody can use its answer now.
+            failed(
+                provider,
+                job.call,
+                "waited for an I/O pool thread past its deadline",
+            )
+        } else {
+            started();
+            self.shared.health().call = Some((job.call.name(), self.shared.clock().now()));
+            let outcome = run(provider, job.call, deadline);
+            self.shared.health().call = None;
+            outcome
+        };
         let answered = self.shared.clock().now();
         if !orphaned && let Some(outcome) = self.answers.send(job.id, outcome, answered) {
             self.queue.lock().orphaned = true;
             if let Outcome::Acquire(Ok(Acquisition::Acquired(lease))) = outcome {
+                let group = lease.info.group.clone();
                 let deadline = Instant::now() + lease.ttl;
-                if let Err(e) = provider.release(&lease, deadline) {
+                if let Outcome::Release(Err(e), _) = run(provider, Call::Release(lease), deadline) {
                     log::warn!(
-                        "leader election {:?}: releasing a late lease failed (it will expire): {}",
-                        lease.info.group,
+                        "leader election {group:?}: releasing a late lease failed (it will \
+                         expire): {}",
                         e.report()
                     );
                 }
@@ -319,19 +333,23 @@ fn run(provider: &dyn Provider, call: Call, deadline: Instant) -> Outcome {
         Call::Withdraw(group, id) => Outcome::Release(provider.withdraw(group, id, deadline), None),
         Call::Watch(group, wakeup) => Outcome::Watch(provider.watch(group, wakeup.clone())),
     }))
-    .unwrap_or_else(|_| {
-        let err = || Error::Backend {
-            backend: provider.name(),
-            operation: "provider call",
-            transient: true,
-            source: "the provider panicked".into(),
-        };
-        match call {
-            Call::Acquire(_) => Outcome::Acquire(Err(err())),
-            Call::Renew(_) => Outcome::Renew(Err(err())),
-            Call::Release(lease) => Outcome::Release(Err(err()), Some(lease)),
-            Call::Withdraw(..) => Outcome::Release(Err(err()), None),
-            Call::Watch(..) => Outcome::Watch(Err(err())),
-        }
-    })
+    .unwrap_or_else(|_| failed(provider, call, "the provider panicked"))
+}
+
+/// The outcome of `call` failing, transiently, for `reason`, without reaching the provider.
+fn failed(provider: &dyn Provider, call: Call, reason: &'static str) -> Outcome {
+    let operation = call.name();
+    let err = || Error::Backend {
+        backend: provider.name(),
+        operation,
+        transient: true,
+        source: reason.into(),
+    };
+    match call {
+        Call::Acquire(_) => Outcome::Acquire(Err(err())),
+        Call::Renew(_) => Outcome::Renew(Err(err())),
+        Call::Release(lease) => Outcome::Release(Err(err()), Some(lease)),
+        Call::Withdraw(..) => Outcome::Release(Err(err()), None),
+        Call::Watch(..) => Outcome::Watch(Err(err())),
+    }
 }

@@ -5,11 +5,11 @@
 //! are queued, so one elector's calls run one at a time and in order, and lanes take turns.
 //!
 //! The pool grows on demand: a lane that finds no waiting worker wakes the *monitor* thread,
-//! which spawns one (up to [`MAX_ON_TIME`] workers whose call is still within its deadline),
-//! so one hung call never delays another elector's call. A call still running
-//! [`OVERRUN_GRACE`] past its own deadline (a provider that ignores deadlines) no longer counts
-//! against that limit, so even such calls delay others by at most their deadline plus the
-//! grace; [`MAX_WORKERS`] bounds the total. Workers above [`CORE_WORKERS`] that sit idle for
+//! which spawns one after [`SPAWN_AFTER`] (up to [`MAX_QUICK`] workers in calls that started
+//! less than [`SLOW_CALL`] ago), so one hung call never delays another elector's call. A call
+//! running longer than that (a hung backend, a provider that ignores deadlines) no longer
+//! counts against the limit, so even thousands of calls hung on one backend do not hold up the
+//! electors of another; [`MAX_WORKERS`] bounds the total. Workers above [`CORE_WORKERS`] that sit idle for
 //! [`IDLE_EXIT`] end. A worker that cannot be spawned (thread or memory limits) is logged
 //! once and retried while work waits; the calls already queued run on the workers there are.
 //! Idle, the pool costs nothing: every thread blocks without a timeout.
@@ -25,12 +25,12 @@ use crate::error::{Error, Result};
 
 /// Workers that never end once spawned.
 const CORE_WORKERS: usize = 1;
-/// Workers whose call is within its deadline (plus the grace) beyond which none is spawned.
-pub(crate) const MAX_ON_TIME: usize = 64;
-/// Workers in all, overrunning ones included.
+/// Workers in quick calls beyond which none is spawned.
+pub(crate) const MAX_QUICK: usize = 64;
+/// Workers in all, slow ones included.
 pub(crate) const MAX_WORKERS: usize = 1024;
-/// How long past its deadline a call may run before its worker stops counting as on time.
-const OVERRUN_GRACE: Duration = Duration::from_secs(1);
+/// A call running longer than this is slow: its worker no longer counts against [`MAX_QUICK`].
+const SLOW_CALL: Duration = Duration::from_secs(1);
 /// How long a worker above the core count waits for work before it ends.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 /// How often the monitor looks again while work waits and no worker can take it.
@@ -45,9 +45,9 @@ const WORKER_STACK: usize = 2 << 20;
 /// Something a worker can run: one queued call of one elector.
 pub(crate) trait Work: Send + Sync + 'static {
     /// Runs the next queued call, if any; returns `true` if more are queued (the lane goes
-    /// back in the ready queue). `deadline` is told the call's deadline before the call
-    /// starts, so the pool can tell an overrunning worker.
-    fn run_next(&self, started: &dyn Fn(Instant)) -> bool;
+    /// back in the ready queue). Calls `started` just before the call, so the pool can tell
+    /// a slow one.
+    fn run_next(&self, started: &dyn Fn()) -> bool;
 }
 
 /// See the module docs.
@@ -60,9 +60,11 @@ pub(crate) struct Pool {
 struct State {
     /// Lanes with work, and when each was queued.
     ready: VecDeque<(Instant, Arc<dyn Work>)>,
-    /// Workers by id, with the deadline of the call each is running (`None`: idle or between
+    /// Workers by id, with when the call each is running started (`None`: idle or between
     /// calls).
     workers: HashMap<u64, Option<Instant>>,
+    /// Workers spawned that have not yet looked for work (the monitor counts them as free).
+    starting: usize,
     /// Parked workers, the most recently parked last: work goes to it, so the others stay
     /// idle long enough to end.
     idle: Vec<(u64, Thread)>,
@@ -72,11 +74,11 @@ struct State {
 }
 
 impl State {
-    /// Workers whose call has run past its deadline plus the grace.
-    fn overrunning(&self, now: Instant) -> usize {
+    /// Workers in a call that started more than [`SLOW_CALL`] ago.
+    fn slow(&self, now: Instant) -> usize {
         self.workers
             .values()
-            .filter(|d| d.is_some_and(|d| now > d + OVERRUN_GRACE))
+            .filter(|d| d.is_some_and(|started| now > started + SLOW_CALL))
             .count()
     }
 }
@@ -108,14 +110,15 @@ impl Pool {
                 ready: VecDeque::new(),
                 workers: HashMap::new(),
                 idle: Vec::new(),
+                starting: 0,
                 next_worker: 0,
                 spawn_failing: false,
             }),
             monitor: Condvar::new(),
         });
-        for _ in 0..CORE_WORKERS {
-            pool.spawn_worker()?;
-        }
+        // The monitor first: once it runs, the pool is kept (it spawns workers on demand
+        // even if the core worker below cannot be spawned now), so no thread is ever left
+        // behind on a pool that was not.
         let monitor = pool.clone();
         std::thread::Builder::new()
             .name("le-pool-monitor".into())
@@ -123,6 +126,15 @@ impl Pool {
             .spawn(move || monitor.monitor_loop())
             .map_err(|e| Error::io("spawning the I/O pool's monitor thread", e))?;
         let _ = POOL.set(pool.clone());
+        for _ in 0..CORE_WORKERS {
+            if let Err(e) = pool.spawn_worker() {
+                log::warn!(
+                    "leader election: cannot start the I/O pool's first thread (retried when \
+                     calls wait): {}",
+                    e.report()
+                );
+            }
+        }
         Ok(pool)
     }
 
@@ -157,6 +169,7 @@ impl Pool {
             state.next_worker += 1;
             let id = state.next_worker;
             state.workers.insert(id, None);
+            state.starting += 1;
             id
         };
         let pool = self.clone();
@@ -172,6 +185,7 @@ impl Pool {
             }
             Err(e) => {
                 state.workers.remove(&id);
+                state.starting -= 1;
                 Err(Error::io("spawning an I/O pool thread", e))
             }
         }
@@ -179,11 +193,12 @@ impl Pool {
 
     fn worker_loop(&self, id: u64) {
         let mut state = self.state.lock();
+        state.starting = state.starting.saturating_sub(1);
         loop {
             if let Some((_, lane)) = state.ready.pop_front() {
                 drop(state);
-                let started = |deadline: Instant| {
-                    self.state.lock().workers.insert(id, Some(deadline));
+                let started = || {
+                    self.state.lock().workers.insert(id, Some(Instant::now()));
                 };
                 let more = lane.run_next(&started);
                 state = self.state.lock();
@@ -231,15 +246,14 @@ impl Pool {
                 continue;
             }
             let now = Instant::now();
-            let free = state.idle.len();
-            let on_time = state.workers.len() - state.overrunning(now);
+            let free = state.idle.len() + state.starting;
+            let quick = state.workers.len() - state.slow(now);
             let waited = state
                 .ready
                 .front()
                 .map_or(Duration::ZERO, |(at, _)| now.saturating_duration_since(*at));
-            let wanted = state.ready.len() > free
-                && on_time < MAX_ON_TIME
-                && state.workers.len() < MAX_WORKERS;
+            let wanted =
+                state.ready.len() > free && quick < MAX_QUICK && state.workers.len() < MAX_WORKERS;
             if wanted && waited < SPAWN_AFTER {
                 self.monitor.wait_for(&mut state, SPAWN_AFTER - waited);
                 continue;
@@ -276,12 +290,11 @@ mod tests {
     struct Sleeper {
         calls: Mutex<usize>,
         each: Duration,
-        deadline: Duration,
         done: AtomicUsize,
     }
 
     impl Work for Sleeper {
-        fn run_next(&self, started: &dyn Fn(Instant)) -> bool {
+        fn run_next(&self, started: &dyn Fn()) -> bool {
             let more = {
                 let mut calls = self.calls.lock();
                 if *calls == 0 {
@@ -290,18 +303,17 @@ mod tests {
                 *calls -= 1;
                 *calls > 0
             };
-            started(Instant::now() + self.deadline);
+            started();
             std::thread::sleep(self.each);
             self.done.fetch_add(1, Ordering::SeqCst);
             more
         }
     }
 
-    fn sleeper(calls: usize, each: Duration, deadline: Duration) -> Arc<Sleeper> {
+    fn sleeper(calls: usize, each: Duration) -> Arc<Sleeper> {
         Arc::new(Sleeper {
             calls: Mutex::new(calls),
             each,
-            deadline,
             done: AtomicUsize::new(0),
         })
     }
@@ -321,9 +333,9 @@ mod tests {
     #[test]
     fn a_hung_call_does_not_delay_another_lane() {
         let pool = Pool::get().unwrap();
-        let hung = sleeper(1, Duration::from_secs(5), Duration::from_secs(10));
+        let hung = sleeper(1, Duration::from_secs(5));
         pool.schedule(hung.clone());
-        let quick = sleeper(3, Duration::from_millis(1), Duration::from_secs(1));
+        let quick = sleeper(3, Duration::from_millis(1));
         pool.schedule(quick.clone());
         assert!(
             wait_until(Duration::from_secs(2), || quick.done.load(Ordering::SeqCst)
@@ -337,7 +349,7 @@ mod tests {
     #[test]
     fn a_lane_runs_every_call_in_turn() {
         let pool = Pool::get().unwrap();
-        let lane = sleeper(50, Duration::ZERO, Duration::from_secs(1));
+        let lane = sleeper(50, Duration::ZERO);
         pool.schedule(lane.clone());
         assert!(wait_until(Duration::from_secs(5), || lane
             .done
@@ -361,7 +373,7 @@ mod lifo {
     }
 
     impl Work for Named {
-        fn run_next(&self, started: &dyn Fn(Instant)) -> bool {
+        fn run_next(&self, started: &dyn Fn()) -> bool {
             let more = {
                 let mut left = self.left.lock();
                 if *left == 0 {
@@ -370,7 +382,7 @@ mod lifo {
                 *left -= 1;
                 *left > 0
             };
-            started(Instant::now() + Duration::from_secs(1));
+            started();
             self.names
                 .lock()
                 .insert(std::thread::current().name().unwrap_or("").to_owned());

@@ -422,15 +422,20 @@ impl Machine {
         now + util::jitter(self.config.retry_interval, 0.5, 1.0)
     }
 
-    /// The next poll of a follower that found the group held, with `expires_in` the time the
-    /// leader's lease had left (if the backend said). While the push is live, the follower
+    /// The next poll of a follower that found the group held: `leader` is `None` if held
+    /// without a known leader (a lock-delay, a queue place being re-made), which no push may
+    /// announce the end of — then every retry interval — else the time the leader's lease had
+    /// left, if the backend said. While the push is live, the follower
     /// relies on it for a hand-off and polls only as a safety net: at the idle poll interval
     /// if the push reports expired leases too, else just after the leader's lease would run
     /// out unless renewed (jittered over half a retry interval, so followers spread), and at
     /// the idle poll interval at the latest. Otherwise, every retry interval.
-    fn idle_poll(&self, now: Moment, expires_in: Option<Duration>) -> Moment {
+    fn idle_poll(&self, now: Moment, leader: Option<Option<Duration>>) -> Moment {
         let regular = self.next_poll(now);
         let live = self._watch_guard.as_ref().is_some_and(|w| w.is_live());
+        let Some(expires_in) = leader else {
+            return regular;
+        };
         if !live || self.config.idle_poll_interval <= self.config.retry_interval {
             return regular;
         }

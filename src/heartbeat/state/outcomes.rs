@@ -131,7 +131,7 @@ impl Machine {
             }
             Ok(Acquisition::Held(leader)) => {
                 self.failures = 0;
-                let expires_in = leader.as_ref().and_then(|l| l.expires_in);
+                let expires_in = leader.as_ref().map(|l| l.expires_in);
                 if following {
                     self.shared.observe(leader);
                 }
