@@ -62,6 +62,18 @@ fn hand_off_on_release_is_driven_by_the_watch() {
     eprintln!("zookeeper hand-off on release took {took:?}");
 }
 
+/// A chroot in the connection string that does not exist yet is created like the root path
+/// (a client-side chroot that does not exist made every campaign fail with "no node").
+#[test]
+fn a_chroot_that_does_not_exist_yet_is_created() {
+    let hosts = format!("{}/le-test/{}", zookeeper_hosts(), unique("chroot"));
+    let p = ZooKeeperProvider::new(options(&hosts)).unwrap();
+    let e = elector(p, "chrooted", "a");
+    let changes = e.subscribe();
+    common::wait_acquired(&changes, Duration::from_secs(20));
+    e.shutdown().unwrap();
+}
+
 #[test]
 fn options_are_checked_and_secrets_stay_out_of_errors() {
     let e = ZooKeeperProvider::new(ZooKeeperOptions::new("127.0.0.1:2181").root_path("relative"))

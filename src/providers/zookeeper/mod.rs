@@ -98,6 +98,8 @@ pub struct ZooKeeperProvider {
     /// Predecessor watches set and not yet fired, by (generation, path).
     watched: Arc<Mutex<HashSet<(u64, String)>>>,
     watchers: Watchers,
+    /// Where the groups live: the connection string's chroot, then the root path.
+    base: String,
 }
 
 impl ZooKeeperProvider {
@@ -145,11 +147,15 @@ impl ZooKeeperProvider {
             ));
         }
         let chroot = if chroot == "/" { "" } else { chroot };
+        // The chroot is not handed to the client but put in front of every path: then the
+        // provider creates it like the rest of the root path (a client chroot that does not
+        // exist fails every request with "no node").
+        let base = format!("{chroot}{}", options.root);
         let watchers = Watchers::default();
         let sessions = Arc::new(Sessions::new(watchers.clone()));
         let runtime = Runtime::start()?;
         let config = ConnectConfig {
-            connect: format!("{}{chroot}", hosts.join(",")),
+            connect: hosts.join(","),
             session_timeout: options.session_timeout,
             connect_timeout: options.connect_timeout,
             digest: options.digest.clone(),
@@ -163,6 +169,7 @@ impl ZooKeeperProvider {
             ensured: Mutex::new(HashMap::new()),
             watched: Arc::new(Mutex::new(HashSet::new())),
             watchers,
+            base,
             options,
         };
         // Dropping the provider on failure stops its runtime.
@@ -182,7 +189,7 @@ impl ZooKeeperProvider {
     }
 
     fn group_path(&self, group: &str) -> String {
-        format!("{}/{group}", self.options.root)
+        format!("{}/{group}", self.base)
     }
 }
 
