@@ -119,7 +119,7 @@ impl<P: Provider> ElectorBuilder<P> {
 
     /// How long [`Elector::shutdown`] (and dropping the elector) waits for the release of the
     /// lease and the withdrawal from the group (default 5 s); past it, shutdown returns
-    /// [`Error::Timeout`] and the lease expires on its own. 1 ms – 24 h.
+    /// [`Error::Timeout`](crate::Error::Timeout) and the lease expires on its own. 1 ms – 24 h.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.options.shutdown_timeout = timeout;
         self
