@@ -97,6 +97,10 @@ pub struct ZooKeeperProvider {
     ensured: Mutex<HashMap<String, u64>>,
     /// Predecessor watches set and not yet fired, by (generation, path).
     watched: Arc<Mutex<HashSet<(u64, String)>>>,
+    /// Our nodes, by (generation, path), whose predecessor was the head of the queue when
+    /// we listed it and has since been deleted: the node is now the lowest (sequence numbers
+    /// only grow), so its campaign confirms at once without listing the queue again.
+    head_gone: Arc<Mutex<HashSet<(u64, String)>>>,
     watchers: Watchers,
     /// Where the groups live: the connection string's chroot, then the root path.
     base: String,
@@ -168,6 +172,7 @@ impl ZooKeeperProvider {
             pending: Mutex::new(HashMap::new()),
             ensured: Mutex::new(HashMap::new()),
             watched: Arc::new(Mutex::new(HashSet::new())),
+            head_gone: Arc::new(Mutex::new(HashSet::new())),
             watchers,
             base,
             options,
@@ -248,9 +253,24 @@ impl Provider for ZooKeeperProvider {
             // failed): never hand the same term out twice.
             return Ok(Acquisition::Held(Some(self_info())));
         }
-        let queue = self.queue(&session, &request.group, deadline)?;
+        // Woken because the head before us was deleted: we are the head now (the confirm
+        // below still checks that our node lives in this session).
+        let head_gone = mine.generation == session.generation
+            && self
+                .head_gone
+                .lock()
+                .remove(&(session.generation, mine.path.clone()));
+        let queue = if head_gone {
+            Vec::new()
+        } else {
+            self.queue(&session, &request.group, deadline)?
+        };
         let name = mine.path.rsplit('/').next().unwrap_or_default().to_owned();
-        let Some(pos) = queue.iter().position(|c| *c == name) else {
+        let pos = if head_gone {
+            0
+        } else if let Some(pos) = queue.iter().position(|c| *c == name) {
+            pos
+        } else {
             // Our node is gone (the session expired under us): start over next time.
             self.nodes.lock().remove(&key);
             return Ok(Acquisition::Held(None));
@@ -276,7 +296,14 @@ impl Provider for ZooKeeperProvider {
         }
         // Watch only our predecessor: when it goes, we are woken (no herd effect).
         let predecessor = format!("{group_path}/{}", queue[pos - 1]);
-        if !self.watch_predecessor(&session, &request.group, predecessor, deadline)? {
+        let successor_of_head = (pos == 1).then(|| mine.path.clone());
+        if !self.watch_predecessor(
+            &session,
+            &request.group,
+            predecessor,
+            successor_of_head,
+            deadline,
+        )? {
             self.watchers.wake(&request.group);
         }
         let leader_path = format!("{group_path}/{}", queue[0]);

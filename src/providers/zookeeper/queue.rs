@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use zookeeper_client::{Acl, Acls, CreateMode, Error as ZkError, Permission};
+use zookeeper_client::{Acl, Acls, CreateMode, Error as ZkError, EventType, Permission};
 
 use super::session::{Session, map_err, unavailable};
 use super::{BACKEND, Node, ZooKeeperProvider};
@@ -269,12 +269,15 @@ impl ZooKeeperProvider {
     }
 
     /// Watches `path` (our predecessor) once per session: waking `group`'s electors when it
-    /// changes or the session ends. Returns whether it still exists.
+    /// changes or the session ends. Returns whether it still exists. `successor_of_head` is
+    /// our node's path if the predecessor is the head of the queue: its deletion then makes
+    /// our node the head (recorded in `head_gone`, so the woken campaign skips the listing).
     pub(super) fn watch_predecessor(
         &self,
         session: &Session,
         group: &str,
         path: String,
+        successor_of_head: Option<String>,
         deadline: Instant,
     ) -> Result<bool> {
         let key = (session.generation, path.clone());
@@ -291,14 +294,21 @@ impl ZooKeeperProvider {
             return Ok(false);
         }
         self.watched.lock().insert(key.clone());
-        let (watchers, watched, g) = (
+        let (watchers, watched, head_gone, g) = (
             self.watchers.clone(),
             self.watched.clone(),
+            self.head_gone.clone(),
             group.to_owned(),
         );
+        let generation = session.generation;
         self.runtime.spawn("predecessor watch", async move {
             // Fires on deletion, a data change, or the end of the session.
-            let _event = watcher.changed().await;
+            let event = watcher.changed().await;
+            if event.event_type == EventType::NodeDeleted
+                && let Some(ours) = successor_of_head
+            {
+                head_gone.lock().insert((generation, ours));
+            }
             watched.lock().remove(&key);
             watchers.wake(&g);
         });
@@ -336,7 +346,9 @@ impl ZooKeeperProvider {
                 }
             }
         }
-        self.nodes.lock().remove(key);
+        if let Some(n) = self.nodes.lock().remove(key) {
+            self.head_gone.lock().remove(&(n.generation, n.path));
+        }
         self.pending.lock().remove(key);
         Ok(())
     }
