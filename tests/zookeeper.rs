@@ -74,6 +74,36 @@ fn a_chroot_that_does_not_exist_yet_is_created() {
     e.shutdown().unwrap();
 }
 
+/// Two electors with one participant id on one provider share its node: the twin that does
+/// not lead shutting down (a withdraw) must not delete the leader's node, which would let the
+/// next participant lead while the leader still believes it does.
+#[test]
+fn a_twin_that_withdraws_does_not_end_the_other_twins_term() {
+    let opts = options(&zookeeper_hosts());
+    let shared = std::sync::Arc::new(ZooKeeperProvider::new(opts.clone()).unwrap());
+    let leader = elector(shared.clone(), "twins", "twin");
+    common::wait_acquired(&leader.subscribe(), Duration::from_secs(20));
+    let twin = elector(shared.clone(), "twins", "twin");
+    let other = elector(ZooKeeperProvider::new(opts).unwrap(), "twins", "other");
+    std::thread::sleep(Duration::from_millis(500));
+    twin.shutdown().unwrap();
+    // Several renews of the leader (every 800 ms) and campaigns of the other (300 ms).
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !(other.is_leader() && leader.is_leader()),
+            "two leaders after a twin withdrew"
+        );
+    }
+    assert!(
+        leader.is_leader(),
+        "the leader lost its term when its twin withdrew"
+    );
+    assert!(!other.is_leader());
+    leader.shutdown().unwrap();
+    other.shutdown().unwrap();
+}
+
 #[test]
 fn options_are_checked_and_secrets_stay_out_of_errors() {
     let e = ZooKeeperProvider::new(ZooKeeperOptions::new("127.0.0.1:2181").root_path("relative"))

@@ -113,8 +113,8 @@ pub(super) struct IoLink {
     lane: Arc<Lane>,
     pool: Arc<Pool>,
     next_id: u64,
-    /// Calls queued and not yet answered.
-    outstanding: usize,
+    /// Calls queued and not yet answered: id, name and when each was queued.
+    outstanding: VecDeque<(u64, &'static str, Moment)>,
     /// Turns the machine's deadlines into the `Instant`s providers take.
     clock: Clock,
 }
@@ -125,7 +125,8 @@ impl IoLink {
         let deadline = self.clock.instant_at(deadline);
         self.next_id += 1;
         let id = self.next_id;
-        self.outstanding += 1;
+        self.outstanding
+            .push_back((id, call.name(), self.clock.now()));
         let schedule = {
             let mut queue = self.lane.queue.lock();
             queue.jobs.push_back(Job { id, call, deadline });
@@ -137,14 +138,19 @@ impl IoLink {
         id
     }
 
-    /// Counts one answer received.
-    pub(super) fn answered(&mut self) {
-        self.outstanding = self.outstanding.saturating_sub(1);
+    /// Counts the answer to call `id`.
+    pub(super) fn answered(&mut self, id: u64) {
+        self.outstanding.retain(|(i, _, _)| *i != id);
     }
 
     /// Calls sent and not yet answered.
     pub(super) fn outstanding(&self) -> usize {
-        self.outstanding
+        self.outstanding.len()
+    }
+
+    /// The oldest call not yet answered: its name and when it was queued.
+    pub(super) fn oldest_call(&self) -> Option<(&'static str, Moment)> {
+        self.outstanding.front().map(|(_, name, at)| (*name, *at))
     }
 
     /// Tells the lane that no more answers will be read: from now on it keeps what it would
@@ -193,7 +199,7 @@ pub(super) fn link(provider: Arc<dyn Provider>, shared: Arc<Shared>) -> Result<(
         lane,
         pool,
         next_id: 0,
-        outstanding: 0,
+        outstanding: VecDeque::new(),
     };
     Ok((link, outcomes))
 }

@@ -168,18 +168,20 @@ impl Machine {
         true
     }
 
-    /// Logs a warning, once per call, when the backend call in flight has run longer than the
-    /// heartbeat interval: a hung backend would otherwise leave a silent, permanent follower.
+    /// Logs a warning, once per call, when the oldest call not yet answered was sent longer
+    /// than the heartbeat interval ago (running, or waiting for an I/O pool thread): a hung
+    /// backend would otherwise leave a silent, permanent follower.
     fn warn_of_a_long_call(&mut self, now: Moment) {
-        let Some((name, began)) = self.shared.health().call else {
+        let Some((name, began)) = self.io.oldest_call() else {
             return;
         };
         let running = now.saturating_duration_since(began);
         if running > self.config.heartbeat_interval && self.warned_call != Some(began) {
             self.warned_call = Some(began);
             log::warn!(
-                "leader election {:?}: the {name} call to {} has been running for {running:?}, \
-                 longer than the heartbeat interval; the backend may be hung",
+                "leader election {:?}: the {name} call to {} was sent {running:?} ago, longer than \
+                 the heartbeat interval, and is not answered; the backend (or the I/O pool) may \
+                 be hung",
                 self.config.group,
                 self.backend
             );
@@ -190,7 +192,7 @@ impl Machine {
     pub(super) fn wake_at(&self) -> Moment {
         let far = self.now() + Duration::from_secs(3600);
         let mut at = far;
-        if let Some((_, began)) = self.shared.health().call
+        if let Some((_, began)) = self.io.oldest_call()
             && self.warned_call != Some(began)
         {
             at = at.min(began + self.config.heartbeat_interval + Duration::from_millis(1));

@@ -36,7 +36,7 @@ impl Machine {
 
     /// An answer from the I/O pool, which it gave at `answered`.
     pub(in crate::heartbeat) fn on_outcome(&mut self, id: u64, outcome: Outcome, answered: Moment) {
-        self.io.answered();
+        self.io.answered(id);
         let now = self.now();
         // A result arriving after the deadline must not revive the term.
         self.check_deadline(now);

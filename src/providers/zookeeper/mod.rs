@@ -266,6 +266,15 @@ impl Provider for ZooKeeperProvider {
             self.queue(&session, &request.group, deadline)?
         };
         let name = mine.path.rsplit('/').next().unwrap_or_default().to_owned();
+        // Another node with our name prefix is an orphan of ours (a create whose lost reply
+        // was retried against a server that had not seen it yet): it would queue ahead of us
+        // and, reaching the head, stall the group. Nobody holds it (a participant's one node
+        // is the one in `nodes`): delete it.
+        let queue = if head_gone {
+            queue
+        } else {
+            self.drop_orphans(&session, &request.group, &name, queue, deadline)?
+        };
         let pos = if head_gone {
             0
         } else if let Some(pos) = queue.iter().position(|c| *c == name) {
@@ -344,7 +353,14 @@ impl Provider for ZooKeeperProvider {
     }
 
     fn withdraw(&self, group: &str, participant_id: &str, deadline: Instant) -> Result<()> {
-        self.forget(&(group.to_owned(), participant_id.to_owned()), deadline)
+        let key = (group.to_owned(), participant_id.to_owned());
+        // A node handed out as a lease is only a release's to delete: a twin elector with the
+        // same id that withdraws must not end the other's term (its successor would lead
+        // while the other still believes it does).
+        if self.nodes.lock().get(&key).is_some_and(|n| n.leased) {
+            return Ok(());
+        }
+        self.forget(&key, deadline)
     }
 
     fn leader(&self, group: &str, deadline: Instant) -> Result<Option<LeaderInfo>> {

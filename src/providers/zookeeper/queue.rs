@@ -57,7 +57,10 @@ impl ZooKeeperProvider {
         }
     }
 
-    /// Creates `path` and its parents as persistent nodes, ignoring those that exist.
+    /// Creates `path` and its parents as persistent nodes (with the provider's ACL),
+    /// ignoring those that exist — also those we may not create under (ZooKeeper checks the
+    /// parent's CREATE permission before it looks for the node, so an existing chroot under a
+    /// locked-down parent answers "no auth").
     fn ensure_path(&self, session: &Session, path: &str, deadline: Instant) -> Result<()> {
         let options = CreateMode::Persistent.with_acls(self.acls());
         let mut at = String::new();
@@ -69,10 +72,48 @@ impl ZooKeeperProvider {
             })?;
             match r {
                 Ok(_) | Err(ZkError::NodeExists) => {}
+                Err(ZkError::NoAuth) => {
+                    let exists = self.run(session, "create path", deadline, || {
+                        session.client.check_stat(&at)
+                    })?;
+                    if !matches!(exists, Ok(Some(_))) {
+                        return Err(map_err("create path", ZkError::NoAuth));
+                    }
+                }
                 Err(e) => return Err(map_err("create path", e)),
             }
         }
         Ok(())
+    }
+
+    /// `queue` without the nodes other than `ours` that carry our name prefix, deleting them
+    /// (see `try_acquire`).
+    pub(super) fn drop_orphans(
+        &self,
+        session: &Session,
+        group: &str,
+        ours: &str,
+        queue: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<String>> {
+        let Some((guid, _)) = ours.split_once("-n_") else {
+            return Ok(queue);
+        };
+        let prefix = format!("{guid}-n_");
+        let mut kept = Vec::with_capacity(queue.len());
+        for name in queue {
+            if name != ours && name.starts_with(&prefix) {
+                log::debug!("zookeeper: deleting an orphaned election node of ours in {group:?}");
+                self.delete(
+                    session,
+                    &format!("{}/{name}", self.group_path(group)),
+                    deadline,
+                )?;
+            } else {
+                kept.push(name);
+            }
+        }
+        Ok(kept)
     }
 
     /// Deletes a node by path with the current session (whatever session created it).
@@ -185,7 +226,25 @@ impl ZooKeeperProvider {
             generation: session.generation,
             leased: false,
         };
-        self.nodes.lock().insert(key, node.clone());
+        // A twin elector (same id, same provider) may have created and recorded a node
+        // meanwhile: keep that one (it may be leased) and delete ours, so a participant has
+        // one node.
+        let twin = {
+            let mut nodes = self.nodes.lock();
+            match nodes.get(&key) {
+                Some(n) if n.generation == session.generation && n.path != node.path => {
+                    Some(n.clone())
+                }
+                _ => {
+                    nodes.insert(key, node.clone());
+                    None
+                }
+            }
+        };
+        if let Some(twin) = twin {
+            self.delete(session, &node.path, deadline)?;
+            return Ok(twin);
+        }
         Ok(node)
     }
 
