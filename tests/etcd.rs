@@ -7,7 +7,6 @@
 
 use le_test_support as common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcd_delete, etcd_key, etcd_leases, etcd_post};
@@ -379,15 +378,7 @@ fn kill_elector(prefix: &str, id: &str) -> Elector {
 fn etcd_child_role() {
     let prefix = std::env::var("LE_ETCD_PREFIX").expect("LE_ETCD_PREFIX");
     let e = kill_elector(&prefix, "child");
-    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
-    let mut out = std::io::stdout();
-    if let Ok(LeadershipChange::Acquired { fencing_token, .. }) =
-        changes.recv_timeout(Duration::from_secs(30))
-    {
-        writeln!(out, "ACQ {fencing_token}").unwrap();
-        out.flush().unwrap();
-    }
-    std::thread::sleep(Duration::from_secs(60)); // until killed
+    common::report_leadership_until_killed(&e);
 }
 
 #[test]

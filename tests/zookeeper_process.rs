@@ -5,7 +5,6 @@
 
 use le_test_support as common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use leader_election::{Elector, EventKinds, LeadershipChange, ZooKeeperOptions, ZooKeeperProvider};
@@ -37,15 +36,7 @@ fn elector(root: &str, id: &str) -> Elector {
 fn zk_child_role() {
     let root = std::env::var("LE_ZK_ROOT").expect("LE_ZK_ROOT");
     let e = elector(&root, "child");
-    let changes = e.subscribe_filtered(EventKinds::ACQUIRED);
-    let mut out = std::io::stdout();
-    if let Ok(LeadershipChange::Acquired { fencing_token, .. }) =
-        changes.recv_timeout(Duration::from_secs(30))
-    {
-        writeln!(out, "ACQ {fencing_token}").unwrap();
-        out.flush().unwrap();
-    }
-    std::thread::sleep(Duration::from_secs(60)); // until killed
+    common::report_leadership_until_killed(&e);
 }
 
 #[test]

@@ -299,6 +299,21 @@ pub fn expect_deadline_step_down(changes: &leader_election::Changes, within: Dur
     at
 }
 
+/// The child side of [`spawn_leading_child`]: prints `ACQ <token>` once `elector` leads (within
+/// 30 s), then waits to be killed.
+pub fn report_leadership_until_killed(elector: &leader_election::Elector) {
+    use std::io::Write;
+    let changes = elector.subscribe_filtered(leader_election::EventKinds::ACQUIRED);
+    let mut out = std::io::stdout();
+    if let Ok(leader_election::LeadershipChange::Acquired { fencing_token, .. }) =
+        changes.recv_timeout(Duration::from_secs(30))
+    {
+        writeln!(out, "ACQ {fencing_token}").unwrap();
+        out.flush().unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(60)); // until killed
+}
+
 /// Runs this test binary's ignored test `role` as a child process, with `env` set, and waits
 /// up to 30 s until it prints `ACQ <token>` (it leads). Returns the child, to kill, and that
 /// token. The child role prints the line once its elector holds the group.
